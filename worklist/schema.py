@@ -1,0 +1,165 @@
+"""Database schema (SQLAlchemy Core) and its versioned migrations.
+
+A workitem row holds the full UPS dataset as DICOM JSON (without the Transaction UID,
+which lives in its own column and is never returned) and, beside it, the indexed
+columns people filter on.  Multi-valued keys inside sequences (performers, workitem
+codes, requests) live in side tables with one row per item, so sequence matching in
+SQL tests one item at a time, as PS3.4 C.2.2.2.6 requires.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text, text,
+)
+from sqlalchemy.engine import Connection
+
+__all__ = ["metadata", "workitems", "performers", "workitem_codes", "requests", "history",
+           "tombstones", "schema_version", "SCHEMA_VERSION", "migrate"]
+
+metadata = MetaData()
+
+SCHEMA_VERSION = 1
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, nullable=False),
+)
+
+workitems = Table(
+    "workitems", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uid", String(64), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("transaction_uid", String(64)),
+    Column("version", Integer, nullable=False),
+    Column("worklist_label", String(64)),
+    Column("procedure_step_label", String(64)),
+    Column("priority", String(16)),
+    Column("start_datetime", String(21)),
+    Column("expected_completion_datetime", String(21)),
+    Column("input_readiness_state", String(16)),
+    Column("patient_id", String(64)),
+    Column("patient_name", String(324)),
+    Column("patient_name_folded", String(324)),
+    Column("study_instance_uid", String(64)),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("dataset", Text, nullable=False),
+)
+Index("ix_workitems_label_state", workitems.c.worklist_label, workitems.c.state, workitems.c.id)
+Index("ix_workitems_state", workitems.c.state, workitems.c.id)
+Index("ix_workitems_start", workitems.c.start_datetime)
+Index("ix_workitems_expected", workitems.c.expected_completion_datetime)
+Index("ix_workitems_patient_id", workitems.c.patient_id)
+Index("ix_workitems_patient_name", workitems.c.patient_name)
+Index("ix_workitems_patient_name_folded", workitems.c.patient_name_folded)
+Index("ix_workitems_study", workitems.c.study_instance_uid)
+Index("ix_workitems_step_label", workitems.c.procedure_step_label)
+
+_fk = dict(ondelete="CASCADE")
+
+performers = Table(
+    "workitem_performers", metadata,
+    Column("workitem_id", Integer, ForeignKey("workitems.id", **_fk), nullable=False),
+    Column("code_value", String(64)),
+    Column("coding_scheme", String(64)),
+    Column("name", String(324)),
+    Column("name_folded", String(324)),
+    Column("organization", String(64)),
+)
+Index("ix_performers_workitem", performers.c.workitem_id)
+Index("ix_performers_code", performers.c.code_value, performers.c.workitem_id)
+Index("ix_performers_name", performers.c.name)
+Index("ix_performers_org", performers.c.organization)
+
+workitem_codes = Table(
+    "workitem_codes", metadata,
+    Column("workitem_id", Integer, ForeignKey("workitems.id", **_fk), nullable=False),
+    Column("code_value", String(64)),
+    Column("coding_scheme", String(64)),
+)
+Index("ix_codes_workitem", workitem_codes.c.workitem_id)
+Index("ix_codes_code", workitem_codes.c.code_value, workitem_codes.c.workitem_id)
+
+requests = Table(
+    "workitem_requests", metadata,
+    Column("workitem_id", Integer, ForeignKey("workitems.id", **_fk), nullable=False),
+    Column("accession_number", String(16)),
+    Column("requested_procedure_id", String(16)),
+)
+Index("ix_requests_workitem", requests.c.workitem_id)
+Index("ix_requests_accession", requests.c.accession_number)
+
+history = Table(
+    "history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workitem_uid", String(64), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("protocol", String(16), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("state_before", String(16)),
+    Column("state_after", String(16)),
+    Column("changes", Text, nullable=False),
+)
+Index("ix_history_uid", history.c.workitem_uid, history.c.id)
+
+tombstones = Table(
+    "tombstones", metadata,
+    Column("uid", String(64), primary_key=True),
+    Column("deleted_at", String(32), nullable=False),
+)
+
+# The history is append-only: the database itself refuses to edit it.
+_SQLITE_GUARDS = [
+    "CREATE TRIGGER IF NOT EXISTS history_no_update BEFORE UPDATE ON history "
+    "BEGIN SELECT RAISE(ABORT, 'the workitem history is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS history_no_delete BEFORE DELETE ON history "
+    "BEGIN SELECT RAISE(ABORT, 'the workitem history is append-only'); END",
+]
+_POSTGRES_GUARDS = [
+    "CREATE OR REPLACE FUNCTION history_append_only() RETURNS trigger AS $$ BEGIN "
+    "RAISE EXCEPTION 'the workitem history is append-only'; END; $$ LANGUAGE plpgsql",
+    "DROP TRIGGER IF EXISTS history_no_edit ON history",
+    "CREATE TRIGGER history_no_edit BEFORE UPDATE OR DELETE ON history "
+    "FOR EACH STATEMENT EXECUTE FUNCTION history_append_only()",
+]
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+    guards = _POSTGRES_GUARDS if conn.dialect.name == "postgresql" else _SQLITE_GUARDS
+    for stmt in guards:
+        conn.exec_driver_sql(stmt)
+
+
+MIGRATIONS = {1: _v1}
+"""Version → the step that brings the schema from version-1 to it."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer release."""
+
+
+def migrate(conn: Connection) -> int:
+    """Create the schema on first start, or bring an older one up to date."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        # Serialise concurrent first starts of several processes.
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242424242)")
+    has_table = conn.dialect.has_table(conn, "schema_version")
+    current = 0
+    if has_table:
+        row = conn.execute(text("SELECT max(version) FROM schema_version")).scalar()
+        current = int(row or 0)
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(f"The database schema is version {current}; this release knows "
+                           f"versions up to {SCHEMA_VERSION}. Upgrade worklist.")
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[version](conn)
+        conn.execute(schema_version.delete())
+        conn.execute(schema_version.insert().values(version=version))
+    return SCHEMA_VERSION
+

@@ -1,0 +1,467 @@
+"""The service layer: every operation on workitems, whatever path it comes by.
+
+DIMSE, UPS-RS, routing rules and command-line actions all call these functions, so
+each validates the same way, is recorded in the same append-only history, and emits
+the same events.  Each call is one unit of work: it commits whole or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from . import errors, iod, matching
+from .dicomjson import check_uid, dataset_to_json_dict, dumps
+from .errors import Warning
+from .events import EventPublisher, EventType, NullPublisher, UPSEvent
+from .statemachine import Action, decide
+from .status import Status
+from .store import Store, WorkitemRow, index_fields
+from .values import UPS_PUSH, ProcedureStepStateValues as State, Protocol
+
+__all__ = ["Actor", "WorklistService", "SearchResult", "CreateResult", "now_dt"]
+
+log = logging.getLogger("worklist.service")
+
+_TX_TAG = "00081195"
+_CAS_RETRIES = 20
+# PS3.16 CID 9300 / DCM 110513, the default reason when a cancellation gives none.
+DEFAULT_DISCONTINUATION_REASON = ("110513", "DCM", "Discontinued for unspecified reason")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: the protocol and the calling AE title or user name."""
+
+    protocol: Protocol
+    name: str
+
+    @classmethod
+    def internal(cls, name: str = "worklist") -> Actor:
+        return cls(Protocol.INTERNAL, name)
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    uid: str
+    warning: Warning | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    items: list[str]
+    """The matching workitems as DICOM JSON objects (text), never with a Transaction UID."""
+    remaining: int
+    """How many more matches lie beyond this page."""
+
+
+def now_dt(clock: Callable[[], _dt.datetime]) -> str:
+    """The current time as a DICOM DT with its UTC offset."""
+    t = clock()
+    return t.strftime("%Y%m%d%H%M%S.%f") + t.strftime("%z")
+
+
+def _utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _decode(text: str) -> Dataset:
+    return Dataset.from_json(text)
+
+
+def _encode(ds: Dataset) -> str:
+    text = dumps(dataset_to_json_dict(ds))
+    if not text.isascii() and ds.get("SpecificCharacterSet") != "ISO_IR 192":
+        # Values are Unicode once decoded; say so for DIMSE peers (PS3.5 6.1.2.5.3).
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        text = dumps(dataset_to_json_dict(ds))
+    return text
+
+
+class WorklistService:
+    """The UPS operations over one store."""
+
+    def __init__(self, store: Store, *, events: EventPublisher | None = None,
+                 default_worklist_label: str = "default",
+                 clock: Callable[[], _dt.datetime] = _utc_now,
+                 fill_cancel_defaults: bool = True) -> None:
+        self.store = store
+        self.events = events or NullPublisher()
+        self.default_worklist_label = default_worklist_label
+        self.clock = clock
+        self.fill_cancel_defaults = fill_cancel_defaults
+
+    # -- helpers -----------------------------------------------------------------
+    def _now(self) -> str:
+        return now_dt(self.clock)
+
+    def _load(self, conn: Any, uid: str) -> WorkitemRow:
+        row = self.store.get(conn, uid)
+        if row is None:
+            if self.store.is_tombstoned(conn, uid):
+                raise errors.WorkitemGone(f"Workitem {uid} existed but has been deleted after "
+                                          "its retention period")
+            raise errors.NoSuchWorkitem(f"No workitem with UID {uid} is managed here")
+        return row
+
+    def _publish(self, events: list[UPSEvent]) -> None:
+        if not events:
+            return
+        try:
+            self.events.publish(events)
+        except Exception:  # delivery never fails the committed change
+            log.exception("event publisher failed")
+
+    def _history(self, conn: Any, row_uid: str, actor: Actor, action: str, before: str | None,
+                 after: str | None, changes: dict[str, Any], now: str) -> None:
+        self.store.append_history(conn, uid=row_uid, at=now, actor=actor.name,
+                                  protocol=actor.protocol.value, action=action,
+                                  state_before=before, state_after=after, changes=changes)
+
+    # -- create (N-CREATE, PS3.4 CC.2.5; UPS-RS Create, PS3.18 11.4) ------------------
+    def create(self, ds: Dataset, uid: str | None, actor: Actor) -> CreateResult:
+        """Create a SCHEDULED workitem.  ``uid`` comes from the command or URL; when
+        absent, the dataset's SOP Instance UID is used."""
+        body_uid = str(ds.get("SOPInstanceUID") or "") or None
+        if uid and body_uid and uid != body_uid:
+            raise errors.InvalidAttributeValue(
+                f"The SOP Instance UID in the dataset ({body_uid}) differs from the workitem "
+                f"UID of the request ({uid})", attribute="SOPInstanceUID")
+        uid = uid or body_uid
+        if not uid:
+            raise errors.MissingAttribute("The workitem UID is missing: give it in the request "
+                                          "(?workitem=UID) or as SOP Instance UID in the dataset",
+                                          attribute="SOPInstanceUID")
+        check_uid(uid, "Workitem UID")
+        sop_class = str(ds.get("SOPClassUID") or "")
+        if sop_class and sop_class != UPS_PUSH:
+            raise errors.InvalidAttributeValue(
+                f"SOP Class UID is {sop_class}; every workitem is a UPS Push instance "
+                f"({UPS_PUSH}, PS3.4 CC.3.1)", attribute="SOPClassUID")
+        iod.check_create(ds)
+        now = self._now()
+        if _TX_TAG in {f"{e.tag:08X}" for e in ds}:
+            del ds[0x00081195]  # empty at creation; never stored in the dataset
+        ds.SOPClassUID = UPS_PUSH
+        ds.SOPInstanceUID = uid
+        # PS3.4 Table CC.2.5-3: Worklist Label is 2/1, the SCP fills it when empty.
+        if not ds.get("WorklistLabel"):
+            ds.WorklistLabel = self.default_worklist_label
+        ds.ScheduledProcedureStepModificationDateTime = now
+        text = _encode(ds)
+        fields = index_fields(ds)
+        with self.store.transaction(write=True) as conn:
+            if self.store.is_tombstoned(conn, uid):
+                raise errors.DuplicateWorkitem(f"Workitem UID {uid} was used by a deleted "
+                                               "workitem and may not be reused")
+            self.store.insert(conn, uid, State.SCHEDULED.value, fields, text, now)
+            self._history(conn, uid, actor, "CREATE", None, State.SCHEDULED.value,
+                          {"dataset": json.loads(text)}, now)
+        events = [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds),
+                           fields.columns["worklist_label"], created=True)]
+        assigned = _assigned(ds)
+        if assigned is not None:
+            events.append(UPSEvent(EventType.UPS_ASSIGNED, uid, assigned,
+                                   fields.columns["worklist_label"]))
+        self._publish(events)
+        return CreateResult(uid)
+
+    # -- retrieve (N-GET, PS3.4 CC.2.7; UPS-RS Retrieve, PS3.18 11.5) ---------------
+    def retrieve_json(self, uid: str) -> str:
+        """The whole workitem as DICOM JSON text, without the Transaction UID."""
+        with self.store.transaction() as conn:
+            return self._load(conn, uid).dataset
+
+    def retrieve(self, uid: str) -> Dataset:
+        return _decode(self.retrieve_json(uid))
+
+    def state_of(self, uid: str) -> str:
+        with self.store.transaction() as conn:
+            return self._load(conn, uid).state
+
+    def history(self, uid: str) -> list[dict[str, Any]]:
+        """The append-only history of a workitem, oldest first."""
+        with self.store.transaction() as conn:
+            rows = self.store.history(conn, uid)
+            if not rows:
+                self._load(conn, uid)
+            return rows
+
+    # -- the compare-and-set loop shared by every change -----------------------------
+    def _mutate(self, uid: str, step: Callable[[Any, WorkitemRow, str], Any]) -> Any:
+        """Run ``step(conn, row, now)`` in a write transaction, re-reading the row when
+        another writer moved it first (PostgreSQL; SQLite writers are serialised)."""
+        for _ in range(_CAS_RETRIES):
+            with self.store.transaction(write=True) as conn:
+                row = self._load(conn, uid)
+                result = step(conn, row, self._now())
+                if result is not _RETRY:
+                    break
+        else:
+            raise errors.ProcessingFailure(f"Workitem {uid} is being changed by many clients at "
+                                           "once; try again")
+        events = result[1] if isinstance(result, tuple) else []
+        self._publish(events)
+        return result[0] if isinstance(result, tuple) else result
+
+    # -- update (N-SET, PS3.4 CC.2.6; UPS-RS Update, PS3.18 11.6) --------------------
+    def update(self, uid: str, changes: Dataset, transaction_uid: str | None,
+               actor: Actor) -> Warning | None:
+        """Set attributes; sequences are replaced whole (PS3.4 CC.2.6.2)."""
+        changes = _copy(changes)
+        if "TransactionUID" in changes:
+            body_value = str(changes.TransactionUID or "") or None
+            del changes["TransactionUID"]
+            if transaction_uid and body_value and body_value != transaction_uid:
+                raise errors.InvalidRequest("The Transaction UID in the dataset differs from the "
+                                            "one given with the request")
+            transaction_uid = transaction_uid or body_value
+        iod.check_update(changes)
+        changes.pop("ScheduledProcedureStepModificationDateTime", None)
+
+        def step(conn: Any, row: WorkitemRow, now: str) -> Any:
+            decide(row.state, Action.UPDATE, transaction_uid, row.transaction_uid)
+            ds = _decode(row.dataset)
+            for kw in ("SOPClassUID", "SOPInstanceUID"):
+                if kw in changes and str(changes[kw].value) != str(ds.get(kw, "")):
+                    raise errors.NoSuchAttribute(f"{kw} cannot be changed by an update",
+                                                 attribute=kw)
+            before = {}
+            for elem in changes:
+                old = ds.get(elem.tag)
+                before[f"{elem.tag:08X}"] = (dataset_to_json_dict(_only(ds, elem.tag))
+                                             .get(f"{elem.tag:08X}") if old is not None else None)
+                ds[elem.tag] = elem
+            if not ds.get("WorklistLabel"):
+                ds.WorklistLabel = self.default_worklist_label
+            ds.ScheduledProcedureStepModificationDateTime = now
+            text = _encode(ds)
+            fields = index_fields(ds)
+            if not self.store.compare_and_set(conn, row, state=row.state,
+                                              transaction_uid=row.transaction_uid, dataset=text,
+                                              fields=fields, now=now):
+                return _RETRY
+            self._history(conn, uid, actor, "UPDATE", row.state, row.state,
+                          {"set": dataset_to_json_dict(changes), "before": before}, now)
+            return None, _update_events(uid, row, changes, ds, fields)
+
+        return self._mutate(uid, step)
+
+    # -- change state (N-ACTION 1, PS3.4 CC.2.1; UPS-RS Change State, PS3.18 11.7) ---
+    def change_state(self, uid: str, state: str, transaction_uid: str | None,
+                     actor: Actor) -> Warning | None:
+        """Claim (IN PROGRESS), complete or cancel a workitem."""
+        try:
+            action = Action(state)
+        except ValueError:
+            raise errors.InvalidArgumentValue(
+                f"'{state}' is not a Procedure Step State: use IN PROGRESS, COMPLETED or "
+                "CANCELED", attribute="ProcedureStepState") from None
+        if action in (Action.UPDATE, Action.REQUEST_CANCEL):
+            raise errors.InvalidArgumentValue(f"'{state}' is not a Procedure Step State")
+        if transaction_uid:
+            check_uid(transaction_uid, "Transaction UID")
+
+        def step(conn: Any, row: WorkitemRow, now: str) -> Any:
+            outcome = decide(row.state, action, transaction_uid, row.transaction_uid)
+            if outcome.warning is not None:
+                return _warning(outcome.warning), []
+            assert outcome.next_state is not None
+            ds = _decode(row.dataset)
+            filled = None
+            if outcome.next_state is State.CANCELED and self.fill_cancel_defaults:
+                filled = _fill_cancel(ds, now)
+            if outcome.check_final_state:
+                iod.check_final_state(ds, outcome.next_state.value)
+            ds.ProcedureStepState = outcome.next_state.value
+            ds.ScheduledProcedureStepModificationDateTime = now
+            new_tx = transaction_uid if action is Action.IN_PROGRESS else row.transaction_uid
+            if not self.store.compare_and_set(conn, row, state=outcome.next_state.value,
+                                              transaction_uid=new_tx, dataset=_encode(ds),
+                                              fields=None, now=now):
+                return _RETRY
+            changes: dict[str, Any] = {"ProcedureStepState": outcome.next_state.value}
+            if filled:
+                changes["filled"] = filled
+            self._history(conn, uid, actor, "CHANGE STATE", row.state,
+                          outcome.next_state.value, changes, now)
+            return None, [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds),
+                                   ds.get("WorklistLabel"))]
+
+        return self._mutate(uid, step)
+
+    # -- request cancel (N-ACTION 2, PS3.4 CC.2.2; UPS-RS 11.8) ----------------------
+    def request_cancel(self, uid: str, info: Dataset | None, actor: Actor) -> Warning | None:
+        """Ask for cancellation.  Success means "request accepted" (PS3.4 CC.2.2.3)."""
+        info = info or Dataset()
+        allowed = {"ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence",
+                   "ContactURI", "ContactDisplayName"}
+        extra = [e.keyword or f"{e.tag:08X}" for e in info if e.keyword not in allowed]
+        if extra:
+            raise errors.InvalidArgumentValue(
+                f"A cancellation request may carry only Reason For Cancellation, Procedure "
+                f"Step Discontinuation Reason Code Sequence, Contact URI and Contact Display "
+                f"Name, not {', '.join(extra)}", attribute=extra[0])
+
+        def step(conn: Any, row: WorkitemRow, now: str) -> Any:
+            outcome = decide(row.state, Action.REQUEST_CANCEL, None, row.transaction_uid)
+            if outcome.warning is not None:
+                return _warning(outcome.warning), []
+            request = dataset_to_json_dict(info)
+            label = None
+            if outcome.next_state is None:
+                # IN PROGRESS: record the request; its performer is told by event.
+                if not self.store.compare_and_set(conn, row, state=row.state,
+                                                  transaction_uid=row.transaction_uid,
+                                                  dataset=None, fields=None, now=now,
+                                                  cancel_requested=True):
+                    return _RETRY
+                self._history(conn, uid, actor, "REQUEST CANCEL", row.state, row.state,
+                              {"request": request}, now)
+                attrs = dataset_to_json_dict(info)
+                attrs["00741236"] = {"vr": "AE", "Value": [actor.name[:16]]}  # Requesting AE
+                return None, [UPSEvent(EventType.UPS_CANCEL_REQUESTED, uid, attrs, label)]
+            # SCHEDULED: PS3.4 CC.2.2.3, the SCP cancels it itself, through IN PROGRESS.
+            ds = _decode(row.dataset)
+            _fill_cancel(ds, now, info)
+            iod.check_final_state(ds, State.CANCELED.value)
+            ds.ProcedureStepState = State.CANCELED.value
+            ds.ScheduledProcedureStepModificationDateTime = now
+            if not self.store.compare_and_set(conn, row, state=State.CANCELED.value,
+                                              transaction_uid=None, dataset=_encode(ds),
+                                              fields=None, now=now, cancel_requested=True):
+                return _RETRY
+            self._history(conn, uid, actor, "REQUEST CANCEL", row.state, State.CANCELED.value,
+                          {"request": request}, now)
+            label = ds.get("WorklistLabel")
+            in_progress = Dataset()
+            in_progress.ProcedureStepState = State.IN_PROGRESS.value
+            in_progress.InputReadinessState = ds.get("InputReadinessState", "")
+            return None, [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(in_progress),
+                                   label),
+                          UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label)]
+
+        return self._mutate(uid, step)
+
+    # -- search (C-FIND, PS3.4 CC.2.8; UPS-RS Search, PS3.18 11.9) ------------------
+    def search(self, query: matching.Query, *, offset: int = 0, limit: int = 100) -> SearchResult:
+        with self.store.transaction() as conn:
+            items, remaining = self.store.search(conn, query, offset=offset, limit=limit,
+                                                 decode=_decode)
+        return SearchResult(items, remaining)
+
+    def iter_matches(self, query: matching.Query, *, batch: int = 500) -> Iterator[Dataset]:
+        """Every match as a Dataset, in creation order (for C-FIND)."""
+        offset = 0
+        while True:
+            result = self.search(query, offset=offset, limit=batch)
+            for text in result.items:
+                yield _decode(text)
+            if not result.remaining:
+                return
+            offset += batch
+
+
+_RETRY = object()
+
+
+def _warning(status: Status) -> Warning:
+    return Warning(status, {
+        Status.ALREADY_COMPLETED: "The UPS is already in the requested state of COMPLETED.",
+        Status.ALREADY_CANCELED: "The UPS is already in the requested state of CANCELED.",
+    }[status])
+
+
+def _copy(ds: Dataset) -> Dataset:
+    out = Dataset()
+    for elem in ds:
+        out.add(elem)
+    return out
+
+
+def _only(ds: Dataset, tag: int) -> Dataset:
+    out = Dataset()
+    out.add(ds[tag])
+    return out
+
+
+def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _fill_cancel(ds: Dataset, now: str, info: Dataset | None = None) -> list[str]:
+    """PS3.4 CC.2.5.1.1 Final State "X" attributes of a CANCELED UPS, filled when absent
+    (documented: Cancellation DateTime = now, reason DCM 110513 unless one was given)."""
+    filled = []
+    if not ds.get("ProcedureStepProgressInformationSequence"):
+        ds.ProcedureStepProgressInformationSequence = [Dataset()]
+    item = ds.ProcedureStepProgressInformationSequence[0]
+    if info is not None:
+        for kw in ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence"):
+            if kw in info and info[kw].value:
+                item[kw] = info[kw]
+        if "ContactURI" in info and info.ContactURI:
+            contact = Dataset()
+            contact.ContactURI = info.ContactURI
+            if info.get("ContactDisplayName"):
+                contact.ContactDisplayName = info.ContactDisplayName
+            item.ProcedureStepCommunicationsURISequence = [contact]
+    if not item.get("ProcedureStepCancellationDateTime"):
+        item.ProcedureStepCancellationDateTime = now
+        filled.append("ProcedureStepCancellationDateTime")
+    if not item.get("ProcedureStepDiscontinuationReasonCodeSequence"):
+        item.ProcedureStepDiscontinuationReasonCodeSequence = [
+            _code_item(*DEFAULT_DISCONTINUATION_REASON)]
+        filled.append("ProcedureStepDiscontinuationReasonCodeSequence")
+    return filled
+
+
+def _state_report(ds: Dataset) -> dict[str, Any]:
+    """PS3.4 Table CC.2.4-1, UPS State Report attributes."""
+    report = Dataset()
+    report.ProcedureStepState = ds.get("ProcedureStepState", "")
+    report.InputReadinessState = ds.get("InputReadinessState", "")
+    progress = ds.get("ProcedureStepProgressInformationSequence")
+    if report.ProcedureStepState == State.CANCELED.value and progress:
+        item = progress[0]
+        for kw in ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence"):
+            if kw in item:
+                report[kw] = item[kw]
+    return dataset_to_json_dict(report)
+
+
+def _assigned(ds: Dataset) -> dict[str, Any] | None:
+    """PS3.4 CC.2.4.3 UPS Assigned: when a station or human performer is scheduled."""
+    out = Dataset()
+    for kw in ("ScheduledStationNameCodeSequence", "ScheduledHumanPerformersSequence"):
+        if ds.get(kw):
+            out[kw] = ds[kw]
+    return dataset_to_json_dict(out) if len(out) else None
+
+
+def _update_events(uid: str, row: WorkitemRow, changes: Dataset, ds: Dataset,
+                   fields: Any) -> list[UPSEvent]:
+    label = fields.columns["worklist_label"]
+    events = []
+    if "InputReadinessState" in changes:
+        events.append(UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label))
+    if "ProcedureStepProgressInformationSequence" in changes:
+        progress = Dataset()
+        progress.ProcedureStepProgressInformationSequence = \
+            ds.ProcedureStepProgressInformationSequence
+        events.append(UPSEvent(EventType.UPS_PROGRESS_REPORT, uid,
+                               dataset_to_json_dict(progress), label))
+    if "ScheduledHumanPerformersSequence" in changes or \
+            "ScheduledStationNameCodeSequence" in changes:
+        assigned = _assigned(ds)
+        if assigned is not None:
+            events.append(UPSEvent(EventType.UPS_ASSIGNED, uid, assigned, label))
+    return events
