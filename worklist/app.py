@@ -1,0 +1,86 @@
+"""The composition root: builds every part from the settings, in one place.
+
+The command line calls :func:`build` and :func:`serve`; nothing else reads
+configuration or wires parts together.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Settings
+from .service import WorklistService
+from .store import Store, open_store
+
+__all__ = ["Application", "build", "serve"]
+
+log = logging.getLogger("worklist")
+
+
+@dataclass
+class Application:
+    settings: Settings
+    store: Store
+    service: WorklistService
+    http_app: Any
+    dimse: Any = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        if self.dimse is not None:
+            self.dimse.stop()
+            self.dimse = None
+        self.store.engine.dispose()
+
+
+def build(settings: Settings) -> Application:
+    """Open the database and build the service and the HTTP application."""
+    from dicomweb.app import create_app
+
+    store = open_store(settings.database_url)
+    service = WorklistService(store, default_worklist_label=settings.default_worklist_label)
+    http_app = create_app(service, max_body_bytes=settings.max_body_bytes,
+                          search_default_limit=settings.search_default_limit,
+                          search_max_limit=settings.search_max_limit, users=settings.users)
+    return Application(settings, store, service, http_app)
+
+
+def _start_dimse(app: Application) -> None:
+    if not app.settings.dimse_port:
+        return
+    try:
+        from dimse.server import start_dimse
+    except ImportError:  # pragma: no cover - the DIMSE adapter is part of the package
+        log.warning("DIMSE adapter not available; serving UPS-RS only")
+        return
+    app.dimse = start_dimse(app.service, app.settings)
+    log.info("DIMSE: AE %s listening on %s:%s", app.settings.ae_title, app.settings.http_host,
+             app.settings.dimse_port)
+
+
+def serve(settings: Settings) -> None:
+    """Run the HTTP and DIMSE servers until SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    app = build(settings)
+    try:
+        _start_dimse(app)
+        config = uvicorn.Config(app.http_app, host=settings.http_host, port=settings.http_port,
+                                log_level=settings.log_level.lower(), access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=10)
+        server = uvicorn.Server(config)
+        log.info("UPS-RS: http://%s:%s/dicom-web/workitems (database %s)", settings.http_host,
+                 settings.http_port, app.store.engine.url.render_as_string(hide_password=True))
+        server.run()  # installs SIGTERM/SIGINT handlers and drains requests on shutdown
+    finally:
+        app.close()
+        log.info("worklist stopped")
+
+
+def install_default_signal_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C before uvicorn takes over (e.g. during start-up)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)

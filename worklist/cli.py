@@ -1,0 +1,125 @@
+"""The ``worklist`` command.
+
+``worklist serve [--config FILE] [--database URL] [--http-host HOST] [--http-port PORT]
+[--ae-title AET] [--dimse-port PORT]`` runs the server; it is ready when
+``GET /dicom-web/workitems?limit=1`` answers.  Other commands act on the database
+through the same service layer as the protocols.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import SettingsError, load_settings
+
+__all__ = ["main"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (or WORKLIST_CONFIG)")
+    p.add_argument("--database", help="SQLAlchemy URL (default: SQLite file under --data-dir)")
+    p.add_argument("--data-dir", help="directory for the embedded database (default ./var)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worklist", description="DICOM UPS worklist server "
+                                     "for annotation projects (DIMSE and UPS-RS)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    _common(serve)
+    serve.add_argument("--http-host", help="address for HTTP and DIMSE (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="UPS-RS port (default 8080)")
+    serve.add_argument("--ae-title", help="DIMSE AE title (default WORKLIST)")
+    serve.add_argument("--dimse-port", type=int, help="DIMSE port (default 11112; 0 = off)")
+    serve.add_argument("--peer", action="append", default=[], metavar="AET=HOST:PORT",
+                       help="a DICOM peer's address (repeatable)")
+    serve.add_argument("--orthanc-url", help="Orthanc's REST URL")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    create = sub.add_parser("create", help="create a workitem from a DICOM JSON file")
+    _common(create)
+    create.add_argument("file", help="DICOM JSON dataset ('-' for standard input)")
+    create.add_argument("--uid", help="workitem UID (default: SOP Instance UID in the file)")
+    sample = sub.add_parser("sample", help="print a complete example workitem as DICOM JSON")
+    sample.add_argument("--worklist-label", default="default")
+    sample.add_argument("--performer", help="login of a scheduled reader")
+    history = sub.add_parser("history", help="print the history of a workitem")
+    _common(history)
+    history.add_argument("uid")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SettingsError as exc:
+        print(f"worklist: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    peers = {}
+    for spec in getattr(args, "peer", []) or []:
+        aet, _, addr = spec.partition("=")
+        if not aet or not addr:
+            raise SettingsError(f"--peer {spec!r} is not AET=HOST:PORT")
+        peers[aet] = addr
+    return load_settings(
+        args.config, database=args.database, data_dir=args.data_dir,
+        http_host=getattr(args, "http_host", None), http_port=getattr(args, "http_port", None),
+        ae_title=getattr(args, "ae_title", None), dimse_port=getattr(args, "dimse_port", None),
+        orthanc_url=getattr(args, "orthanc_url", None),
+        log_level=getattr(args, "log_level", None), peers=peers or None)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .errors import UPSError
+
+    if args.command == "sample":
+        from .sample import sample_workitem_json
+        print(json.dumps(sample_workitem_json(worklist_label=args.worklist_label,
+                                              performer=args.performer), indent=2))
+        return 0
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        from .app import serve
+        serve(settings)
+        return 0
+    from .app import build
+    from .service import Actor
+    from .values import Protocol
+    app = build(settings)
+    try:
+        if args.command == "create":
+            from .dicomjson import parse_json_dataset
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+            try:
+                result = app.service.create(parse_json_dataset(text), args.uid,
+                                            Actor(Protocol.CLI, "cli"))
+            except UPSError as exc:
+                print(f"worklist: refused (0x{int(exc.status):04X}): {exc.message}",
+                      file=sys.stderr)
+                return 1
+            print(result.uid)
+        elif args.command == "history":
+            try:
+                rows = app.service.history(args.uid)
+            except UPSError as exc:
+                print(f"worklist: {exc.message}", file=sys.stderr)
+                return 1
+            print(json.dumps(rows, indent=2))
+        return 0
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
