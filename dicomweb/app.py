@@ -11,7 +11,6 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-from pydicom.dataset import Dataset
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -20,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from worklist import errors, matching
-from worklist.dicomjson import check_uid, parse_json_dataset
+from worklist.dicomjson import check_uid, first, key_keyword, parse_json
 from worklist.service import Actor, WorklistService
 from worklist.values import Protocol
 
@@ -127,7 +126,7 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         # PS3.18 11.4 Create Workitem
         _check_accept(request)
         body = await _read_body(request, max_body_bytes)
-        ds = parse_json_dataset(body)
+        ds = parse_json(body)
         uid = _uid_param(request, ("workitem",))
         result = await run_in_threadpool(service.create, ds, uid, _actor(request))
         location = f"{_service_url(request)}/workitems/{quote(result.uid)}"
@@ -172,7 +171,7 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         # under any of the spellings clients use (ups-standard.md 1.16)
         uid = request.path_params["uid"]
         body = await _read_body(request, max_body_bytes)
-        ds = parse_json_dataset(body)
+        ds = parse_json(body)
         tx = _uid_param(request, ("transaction-uid", "transactionuid", "transaction"))
         if tx:
             check_uid(tx, "Transaction UID")
@@ -184,21 +183,21 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         # PS3.18 11.7 Change Workitem State
         uid = request.path_params["uid"]
         body = await _read_body(request, max_body_bytes)
-        ds = parse_json_dataset(body)
-        state = ds.get("ProcedureStepState")
+        ds = parse_json(body)
+        state = first(ds, "ProcedureStepState")
         if not state:
             raise errors.InvalidArgumentValue("The body must give Procedure Step State (0074,1000): "
                                               "IN PROGRESS, COMPLETED or CANCELED",
                                               attribute="ProcedureStepState")
-        tx = str(ds.get("TransactionUID") or "") or None
+        tx = str(first(ds, "TransactionUID") or "") or None
         if not tx:
             raise errors.WrongTransactionUID("The Transaction UID is missing: send it in the body "
                                              "as Transaction UID (0008,1195)",
                                              warning="The Transaction UID is missing.",
                                              attribute="TransactionUID")
-        extra = [e.keyword or f"{e.tag:08X}" for e in ds
-                 if e.keyword not in ("ProcedureStepState", "TransactionUID",
-                                      "SpecificCharacterSet")]
+        extra = [key_keyword(k) or k for k in ds
+                 if key_keyword(k) not in ("ProcedureStepState", "TransactionUID",
+                                           "SpecificCharacterSet")]
         if extra:
             raise errors.InvalidRequest(f"A state change carries only Procedure Step State and "
                                         f"Transaction UID, not {', '.join(extra)}: update other "
@@ -212,7 +211,7 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         # PS3.18 11.8 Request Cancellation: 202 means "acknowledged", not "canceled"
         uid = request.path_params["uid"]
         body = await _read_body(request, max_body_bytes, required=False)
-        info = parse_json_dataset(body) if body else Dataset()
+        info = parse_json(body) if body else {}
         warning = await run_in_threadpool(service.request_cancel, uid, info, _actor(request))
         headers = _warning_header(request, warning.text) if warning else {}
         return Response(status_code=202, headers=headers)

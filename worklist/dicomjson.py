@@ -9,6 +9,7 @@ from deep inside pydicom.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import re
 from typing import Any
@@ -23,7 +24,8 @@ from pydicom.valuerep import validate_value
 from .errors import InvalidAttributeValue, InvalidRequest, NoSuchAttribute
 
 __all__ = [
-    "parse_json_dataset", "dataset_from_json_dict", "dataset_to_json_dict", "dumps",
+    "parse_json", "check_json", "CheckedJson", "tag_key", "key_keyword", "values", "first", "has_value", "put",
+    "sorted_json", "parse_json_dataset", "dataset_from_json_dict", "dataset_to_json_dict", "dumps",
     "validate_dataset", "attribute_name", "element", "parse_tag", "check_uid", "normalize_dt",
 ]
 
@@ -38,6 +40,48 @@ _DA_RE = re.compile(r"^\d{8}$")
 _TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
 _DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
 _MAX_DEPTH = 16
+
+
+@functools.lru_cache(maxsize=None)
+def tag_key(keyword: str) -> str:
+    """The DICOM JSON key (8 upper-case hex digits) of a keyword."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return f"{tag:08X}"
+
+
+@functools.lru_cache(maxsize=4096)
+def key_keyword(key: str) -> str:
+    """The keyword of a DICOM JSON key ('' for private or unknown tags)."""
+    return keyword_for_tag(int(key, 16)) or ""
+
+
+def values(d: dict[str, Any], keyword: str) -> list[Any]:
+    """The values of an attribute of a DICOM JSON object ([] when absent or empty)."""
+    elem = d.get(tag_key(keyword))
+    if not elem:
+        return []
+    return [v for v in (elem.get("Value") or []) if v is not None and v != ""]
+
+
+def first(d: dict[str, Any], keyword: str) -> Any:
+    vals = values(d, keyword)
+    return vals[0] if vals else None
+
+
+def has_value(d: dict[str, Any], keyword: str) -> bool:
+    return bool(values(d, keyword))
+
+
+def put(d: dict[str, Any], keyword: str, vr: str, *vals: Any) -> None:
+    """Set an attribute of a DICOM JSON object (no values: present and empty)."""
+    d[tag_key(keyword)] = {"vr": vr, "Value": list(vals)} if vals else {"vr": vr}
+
+
+def sorted_json(d: dict[str, Any]) -> dict[str, Any]:
+    """The object with its attributes in tag order, as PS3.18 F.2 prints them."""
+    return dict(sorted(d.items()))
 
 
 def element(ds: Dataset, keyword: str) -> Any:
@@ -71,8 +115,9 @@ def check_uid(value: str, what: str = "UID") -> str:
     return value
 
 
-def parse_json_dataset(body: bytes | str) -> Dataset:
-    """A request body holding one DICOM JSON dataset (or a list of exactly one)."""
+def parse_json(body: bytes | str) -> dict[str, Any]:
+    """A request body holding one DICOM JSON dataset (or a list of exactly one), checked
+    for structure, VRs and values; returned as the DICOM JSON object itself."""
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -83,28 +128,63 @@ def parse_json_dataset(body: bytes | str) -> Dataset:
         obj = obj[0]
     if not isinstance(obj, dict):
         raise InvalidRequest("The body is not a DICOM JSON dataset (a JSON object keyed by tags)")
-    return dataset_from_json_dict(obj)
+    return check_json(obj)
+
+
+def check_json(obj: dict[str, Any]) -> CheckedJson:
+    """Check a DICOM JSON object: tags, VRs against the dictionary, value types and
+    values per VR (PS3.5 6.2), recursively; tag keys are made upper case."""
+    if isinstance(obj, CheckedJson):
+        return obj
+    _check_json(obj, 0, "")
+    return CheckedJson(obj)
+
+
+def parse_json_dataset(body: bytes | str) -> Dataset:
+    """Like :func:`parse_json`, as a pydicom Dataset."""
+    return dataset_from_json_dict(parse_json(body))
 
 
 def dataset_from_json_dict(obj: dict[str, Any]) -> Dataset:
-    """Check the DICOM JSON structure, build the Dataset, and validate its values."""
+    """Check the DICOM JSON structure and values and build the Dataset."""
     _check_json(obj, 0, "")
     try:
-        ds = Dataset.from_json(obj)
+        return Dataset.from_json(obj)
     except Exception as exc:  # pydicom raises several types for malformed JSON
         raise InvalidRequest(f"The dataset is not valid DICOM JSON: {exc}") from None
-    validate_dataset(ds)
-    return ds
 
 
-def _check_json(obj: dict[str, Any], depth: int, where: str) -> None:
+class _Name:
+    """An attribute's path for messages, formatted only when a message needs it."""
+
+    __slots__ = ("where", "tag", "item")
+
+    def __init__(self, where: Any, tag: int, item: int = 0) -> None:
+        self.where, self.tag, self.item = where, tag, item
+
+    def __str__(self) -> str:
+        text = f"{self.where}{attribute_name(self.tag)}"
+        return f"{text} item {self.item} > " if self.item else text
+
+    def __add__(self, other: str) -> str:
+        return str(self) + other
+
+
+class CheckedJson(dict):  # type: ignore[type-arg]
+    """A DICOM JSON object that :func:`check_json` has accepted."""
+
+
+def _check_json(obj: dict[str, Any], depth: int, where: Any) -> None:
     if depth > _MAX_DEPTH:
         raise InvalidRequest(f"Sequences are nested deeper than {_MAX_DEPTH} levels")
+    if any(isinstance(k, str) and k != k.upper() for k in obj):
+        for k in [k for k in obj if isinstance(k, str) and k != k.upper()]:
+            obj[k.upper()] = obj.pop(k)
     for key, elem in obj.items():
         if not isinstance(key, str) or not _TAG_RE.match(key):
             raise InvalidRequest(f"{where}'{key}' is not a DICOM JSON tag (8 hex digits)")
         tag = int(key, 16)
-        name = where + attribute_name(tag)
+        name = _Name(where, tag)
         if not isinstance(elem, dict):
             raise InvalidRequest(f"{name}: each attribute must be a JSON object with a 'vr'")
         vr = elem.get("vr")
@@ -139,7 +219,7 @@ def _check_json(obj: dict[str, Any], depth: int, where: str) -> None:
                 if not isinstance(item, dict):
                     raise InvalidAttributeValue(f"{name} item {i + 1} is not a JSON object",
                                                 attribute=key)
-                _check_json(item, depth + 1, f"{name} item {i + 1} > ")
+                _check_json(item, depth + 1, _Name(where, tag, i + 1))
         elif vr == "PN":
             for v in value:
                 if v is not None and not (isinstance(v, dict) and set(v) <= {
@@ -148,6 +228,9 @@ def _check_json(obj: dict[str, Any], depth: int, where: str) -> None:
                     raise InvalidAttributeValue(f"{name}: a PN value must be an object with "
                                                 "Alphabetic/Ideographic/Phonetic strings",
                                                 attribute=key)
+                for group in (v or {}).values():
+                    if group:
+                        _validate_value("PN", group, name)
         elif vr in _NUMBER_VRS:
             for v in value:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -158,11 +241,15 @@ def _check_json(obj: dict[str, Any], depth: int, where: str) -> None:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, str))):
                     raise InvalidAttributeValue(f"{name}: VR {vr} values must be numbers",
                                                 attribute=key)
+                if isinstance(v, str) and v.strip():
+                    _validate_value(vr, v, name)
         elif vr in _STRING_VRS or vr == "AT":
             for v in value:
                 if v is not None and not isinstance(v, str):
                     raise InvalidAttributeValue(f"{name}: VR {vr} values must be strings",
                                                 attribute=key)
+                if v and vr != "AT":
+                    _validate_value(vr, v, name)
         else:
             raise InvalidAttributeValue(f"{name}: VR {vr} carries InlineBinary, not Value",
                                         attribute=key)

@@ -15,11 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydicom.dataset import Dataset
+from typing import Any
 
 from . import errors
-from .dicomjson import element
+from .dicomjson import first, has_value, key_keyword, tag_key
 from .ups_table import BY_KEYWORD, UPS_ATTRIBUTES, Requirement
+
+# Each check works on the DICOM JSON object (PS3.18 F.2) the service stores; a pydicom
+# Dataset is accepted too and converted.
+Json = dict[str, Any]
+
+
+def _json(ds: Any) -> Json:
+    return ds if isinstance(ds, dict) else ds.to_json_dict()
 from .values import (InputReadinessStateValues, ProcedureStepStateValues,
                      ScheduledProcedureStepPriorityValues)
 
@@ -37,36 +45,35 @@ _SCP_MANAGED = {"SOPClassUID", "SOPInstanceUID", "TransactionUID", "ProcedureSte
                 "ScheduledProcedureStepModificationDateTime"}
 
 
-def _has_value(ds: Dataset, keyword: str) -> bool:
-    elem = element(ds, keyword)
-    if elem is None:
-        return False
-    value = elem.value
-    return value is not None and value != "" and not (hasattr(value, "__len__") and len(value) == 0)
+def _items(ds: Json, keyword: str) -> list[Json]:
+    elem = ds.get(tag_key(keyword))
+    if not elem or elem.get("vr") != "SQ":
+        return []
+    return [i for i in (elem.get("Value") or []) if isinstance(i, dict)]
 
 
-def _walk(ds: Dataset, rows: Iterable[Requirement], column: str, where: str,
+def _walk(ds: Json, rows: Iterable[Requirement], column: str, where: str,
           problems: dict[type[errors.UPSError], list[str]]) -> None:
     for row in rows:
         need = getattr(row, column)
         name = where + row.keyword
-        present = row.keyword in ds
+        present = tag_key(row.keyword) in ds
         if need == "-":
             if present and not (where == "" and row.keyword in _SCP_MANAGED):
                 problems.setdefault(errors.NoSuchAttribute, []).append(name)
             continue
         if need == "1" and not present:
             problems.setdefault(errors.MissingAttribute, []).append(name)
-        elif need == "1" and not _has_value(ds, row.keyword):
+        elif need == "1" and not has_value(ds, row.keyword):
             problems.setdefault(errors.MissingAttributeValue, []).append(name)
         elif need == "2" and not present:
             problems.setdefault(errors.MissingAttribute, []).append(name)
-        if present and row.keyword in _ENUMERATED and _has_value(ds, row.keyword):
-            if str(element(ds, row.keyword).value) not in _ENUMERATED[row.keyword]:
+        if present and row.keyword in _ENUMERATED and has_value(ds, row.keyword):
+            if str(first(ds, row.keyword)) not in _ENUMERATED[row.keyword]:
                 problems.setdefault(errors.InvalidAttributeValue, []).append(
                     f"{name} (must be one of {', '.join(sorted(_ENUMERATED[row.keyword]))})")
-        if present and row.items and ds[row.keyword].VR == "SQ":
-            for i, item in enumerate(ds[row.keyword].value, 1):
+        if present and row.items:
+            for i, item in enumerate(_items(ds, row.keyword), 1):
                 _walk(item, row.items, column, f"{name}[{i}] > ", problems)
 
 
@@ -88,18 +95,19 @@ def _raise(problems: dict[type[errors.UPSError], list[str]], op: str) -> None:
                       f"{', '.join(names)} {_WHAT[cls].format(op=op)}", attribute=names[0])
 
 
-def check_create(ds: Dataset) -> None:
+def check_create(ds: Json) -> None:
     """PS3.4 CC.2.5.1 / Table CC.2.5-3 N-CREATE column, and CC.2.5.3 (state SCHEDULED,
     Transaction UID empty)."""
-    state = element(ds, "ProcedureStepState")
-    if state is None:
+    ds = _json(ds)
+    if tag_key("ProcedureStepState") not in ds:
         raise errors.MissingAttribute("Procedure Step State (0074,1000) is required at creation "
                                       "and must be SCHEDULED", attribute="ProcedureStepState")
-    if str(state.value or "") != ProcedureStepStateValues.SCHEDULED.value:
+    state = first(ds, "ProcedureStepState") or ""
+    if str(state) != ProcedureStepStateValues.SCHEDULED.value:
         raise errors.NotScheduledAtCreate(
-            f"Procedure Step State is '{state.value or ''}': a workitem is created SCHEDULED "
+            f"Procedure Step State is '{state}': a workitem is created SCHEDULED "
             "(PS3.4 CC.2.5.3)", attribute="ProcedureStepState")
-    if _has_value(ds, "TransactionUID"):
+    if has_value(ds, "TransactionUID"):
         raise errors.InvalidAttributeValue("Transaction UID (0008,1195) must be empty at creation: "
                                            "it is set when a performer claims the workitem",
                                            attribute="TransactionUID")
@@ -108,11 +116,12 @@ def check_create(ds: Dataset) -> None:
     _raise(problems, "N-CREATE")
 
 
-def check_update(ds: Dataset) -> None:
+def check_update(ds: Json) -> None:
     """PS3.4 CC.2.6.2 / Table CC.2.5-3 N-SET column."""
+    ds = _json(ds)
     problems: dict[type[errors.UPSError], list[str]] = {}
-    for elem in ds:
-        kw = elem.keyword
+    for key, elem in ds.items():
+        kw = key_keyword(key)
         row = BY_KEYWORD.get(kw)
         if row is None:
             continue
@@ -125,18 +134,18 @@ def check_update(ds: Dataset) -> None:
         if row.set == "-":
             problems.setdefault(errors.NoSuchAttribute, []).append(kw)
             continue
-        if row.create == "1" and not _has_value(ds, kw):
+        if row.create == "1" and not has_value(ds, kw):
             problems.setdefault(errors.MissingAttributeValue, []).append(kw)
-        if kw in _ENUMERATED and _has_value(ds, kw) and str(elem.value) not in _ENUMERATED[kw]:
+        if kw in _ENUMERATED and has_value(ds, kw) and str(first(ds, kw)) not in _ENUMERATED[kw]:
             problems.setdefault(errors.InvalidAttributeValue, []).append(
                 f"{kw} (must be one of {', '.join(sorted(_ENUMERATED[kw]))})")
-        if row.items and elem.VR == "SQ":
-            for i, item in enumerate(elem.value, 1):
+        if row.items:
+            for i, item in enumerate(_items(ds, kw), 1):
                 _walk(item, row.items, "set", f"{kw}[{i}] > ", problems)
     _raise(problems, "N-SET")
 
 
-def _final_rows(rows: Iterable[Requirement], ds: Dataset, target: str, where: str,
+def _final_rows(rows: Iterable[Requirement], ds: Json, target: str, where: str,
                 missing: list[str]) -> None:
     wanted = {"R", "P"} if target == ProcedureStepStateValues.COMPLETED.value else {"R", "X"}
     for row in rows:
@@ -145,22 +154,23 @@ def _final_rows(rows: Iterable[Requirement], ds: Dataset, target: str, where: st
             # A sequence that is Type 2 in N-SET (e.g. Output Information Sequence) must be
             # present but may be empty; anything else needs a value.
             may_be_empty = row.items and row.set == "2"
-            if row.keyword not in ds or (not may_be_empty and not _has_value(ds, row.keyword)):
+            if tag_key(row.keyword) not in ds or (not may_be_empty
+                                                  and not has_value(ds, row.keyword)):
                 missing.append(name)
                 continue
-        if row.items and row.keyword in ds and ds[row.keyword].VR == "SQ" and row.final != "O":
-            for i, item in enumerate(ds[row.keyword].value, 1):
+        if row.items and row.final != "O":
+            for i, item in enumerate(_items(ds, row.keyword), 1):
                 _final_rows(row.items, item, target, f"{name}[{i}] > ", missing)
 
 
-def missing_for_final_state(ds: Dataset, target: str) -> list[str]:
+def missing_for_final_state(ds: Json, target: str) -> list[str]:
     """Attributes the Final State column requires for ``target`` that ``ds`` lacks."""
     missing: list[str] = []
-    _final_rows(UPS_ATTRIBUTES, ds, target, "", missing)
+    _final_rows(UPS_ATTRIBUTES, _json(ds), target, "", missing)
     return [m for m in missing if m not in ("TransactionUID",)]
 
 
-def check_final_state(ds: Dataset, target: str) -> None:
+def check_final_state(ds: Json, target: str) -> None:
     """PS3.4 CC.2.5.1.1: refuse COMPLETED/CANCELED (C304) until the requirements are met."""
     missing = missing_for_final_state(ds, target)
     if missing:

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -57,7 +56,10 @@ def person_name_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Condition:
-    """A matching key: the attribute (tag, VR) and how its values are matched."""
+    """A matching key: the attribute (tag, VR) and how its values are matched.
+
+    Stored workitems are DICOM JSON objects (PS3.18 F.2); :meth:`matches` takes one.
+    """
 
     tag: int
     vr: str
@@ -65,19 +67,11 @@ class Condition:
     def test(self, values: Sequence[Any]) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def matches(self, ds: Dataset) -> bool:
-        elem = ds.get(self.tag)
-        return self.test(_values(elem))
-
-
-def _values(elem: DataElement | None) -> list[Any]:
-    if elem is None or elem.value is None or elem.value == "":
-        return []
-    if elem.VR == "SQ":
-        return list(elem.value)
-    if isinstance(elem.value, (list, MultiValue)):
-        return [v for v in elem.value if v is not None and v != ""]
-    return [elem.value]
+    def matches(self, ds: dict[str, Any]) -> bool:
+        elem = ds.get(f"{self.tag:08X}")
+        if not elem:
+            return self.test(())
+        return self.test([v for v in (elem.get("Value") or ()) if v is not None and v != ""])
 
 
 @dataclass(frozen=True)
@@ -87,7 +81,7 @@ class Universal(Condition):
     def test(self, values: Sequence[Any]) -> bool:
         return True
 
-    def matches(self, ds: Dataset) -> bool:
+    def matches(self, ds: dict[str, Any]) -> bool:
         return True
 
 
@@ -323,9 +317,9 @@ def _item_conditions(item: Dataset, fuzzy: bool) -> Iterable[Condition]:
         yield parse_condition(elem.tag, elem.VR, elem.value, fuzzy=fuzzy)
 
 
-def match_value(condition: Condition, ds: Dataset) -> bool:
+def match_value(condition: Condition, ds: Dataset | dict[str, Any]) -> bool:
     """Whether ``ds`` satisfies ``condition``."""
-    return condition.matches(ds)
+    return condition.matches(ds.to_json_dict() if isinstance(ds, Dataset) else ds)
 
 
 @dataclass(frozen=True)
@@ -336,7 +330,10 @@ class Query:
     return_tags: tuple[int, ...]
     fuzzy: bool = False
 
-    def matches(self, ds: Dataset) -> bool:
+    def matches(self, ds: Dataset | dict[str, Any]) -> bool:
+        """Whether a workitem (DICOM JSON object, or a Dataset) matches every key."""
+        if isinstance(ds, Dataset):
+            ds = ds.to_json_dict()
         return all(c.matches(ds) for c in self.conditions)
 
     @property

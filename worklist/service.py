@@ -17,7 +17,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from . import errors, iod, matching
-from .dicomjson import check_uid, dataset_to_json_dict, dumps
+from .dicomjson import (CheckedJson, check_json, check_uid, dataset_to_json_dict, dumps, first, has_value,
+                        put, sorted_json, tag_key, values)
 from .errors import Warning
 from .events import EventPublisher, EventType, NullPublisher, UPSEvent
 from .statemachine import Action, decide
@@ -29,10 +30,11 @@ __all__ = ["Actor", "WorklistService", "SearchResult", "CreateResult", "now_dt"]
 
 log = logging.getLogger("worklist.service")
 
-_TX_TAG = "00081195"
+Json = dict[str, Any]
 _CAS_RETRIES = 20
 # PS3.16 CID 9300 / DCM 110513, the default reason when a cancellation gives none.
 DEFAULT_DISCONTINUATION_REASON = ("110513", "DCM", "Discontinued for unspecified reason")
+_K = tag_key
 
 
 @dataclass(frozen=True)
@@ -71,16 +73,21 @@ def _utc_now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def _decode(text: str) -> Dataset:
-    return Dataset.from_json(text)
+def _as_json(ds: Dataset | Json) -> Json:
+    """The request's dataset as a checked DICOM JSON object (a copy)."""
+    if isinstance(ds, Dataset):
+        return check_json(dataset_to_json_dict(ds))
+    checked = isinstance(ds, CheckedJson)
+    copy = json.loads(json.dumps(ds))
+    return CheckedJson(copy) if checked else check_json(copy)
 
 
-def _encode(ds: Dataset) -> str:
-    text = dumps(dataset_to_json_dict(ds))
-    if not text.isascii() and ds.get("SpecificCharacterSet") != "ISO_IR 192":
-        # Values are Unicode once decoded; say so for DIMSE peers (PS3.5 6.1.2.5.3).
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        text = dumps(dataset_to_json_dict(ds))
+def _encode(ds: Json) -> str:
+    text = dumps(sorted_json(ds))
+    if not text.isascii() and first(ds, "SpecificCharacterSet") != "ISO_IR 192":
+        # Values are Unicode in JSON; say so for DIMSE peers (PS3.5 6.1.2.5.3).
+        put(ds, "SpecificCharacterSet", "CS", "ISO_IR 192")
+        text = dumps(sorted_json(ds))
     return text
 
 
@@ -125,10 +132,11 @@ class WorklistService:
                                   state_before=before, state_after=after, changes=changes)
 
     # -- create (N-CREATE, PS3.4 CC.2.5; UPS-RS Create, PS3.18 11.4) ------------------
-    def create(self, ds: Dataset, uid: str | None, actor: Actor) -> CreateResult:
+    def create(self, ds: Dataset | Json, uid: str | None, actor: Actor) -> CreateResult:
         """Create a SCHEDULED workitem.  ``uid`` comes from the command or URL; when
         absent, the dataset's SOP Instance UID is used."""
-        body_uid = str(ds.get("SOPInstanceUID") or "") or None
+        ds = _as_json(ds)
+        body_uid = str(first(ds, "SOPInstanceUID") or "") or None
         if uid and body_uid and uid != body_uid:
             raise errors.InvalidAttributeValue(
                 f"The SOP Instance UID in the dataset ({body_uid}) differs from the workitem "
@@ -139,21 +147,20 @@ class WorklistService:
                                           "(?workitem=UID) or as SOP Instance UID in the dataset",
                                           attribute="SOPInstanceUID")
         check_uid(uid, "Workitem UID")
-        sop_class = str(ds.get("SOPClassUID") or "")
+        sop_class = str(first(ds, "SOPClassUID") or "")
         if sop_class and sop_class != UPS_PUSH:
             raise errors.InvalidAttributeValue(
                 f"SOP Class UID is {sop_class}; every workitem is a UPS Push instance "
                 f"({UPS_PUSH}, PS3.4 CC.3.1)", attribute="SOPClassUID")
         iod.check_create(ds)
         now = self._now()
-        if _TX_TAG in {f"{e.tag:08X}" for e in ds}:
-            del ds[0x00081195]  # empty at creation; never stored in the dataset
-        ds.SOPClassUID = UPS_PUSH
-        ds.SOPInstanceUID = uid
+        ds.pop(_K("TransactionUID"), None)  # empty at creation; never stored in the dataset
+        put(ds, "SOPClassUID", "UI", UPS_PUSH)
+        put(ds, "SOPInstanceUID", "UI", uid)
         # PS3.4 Table CC.2.5-3: Worklist Label is 2/1, the SCP fills it when empty.
-        if not ds.get("WorklistLabel"):
-            ds.WorklistLabel = self.default_worklist_label
-        ds.ScheduledProcedureStepModificationDateTime = now
+        if not has_value(ds, "WorklistLabel"):
+            put(ds, "WorklistLabel", "LO", self.default_worklist_label)
+        put(ds, "ScheduledProcedureStepModificationDateTime", "DT", now)
         text = _encode(ds)
         fields = index_fields(ds)
         with self.store.transaction(write=True) as conn:
@@ -162,13 +169,13 @@ class WorklistService:
                                                "workitem and may not be reused")
             self.store.insert(conn, uid, State.SCHEDULED.value, fields, text, now)
             self._history(conn, uid, actor, "CREATE", None, State.SCHEDULED.value,
-                          {"dataset": json.loads(text)}, now)
-        events = [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds),
-                           fields.columns["worklist_label"], created=True)]
+                          {"dataset": ds}, now)
+        label = fields.columns["worklist_label"]
+        events = [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label,
+                           created=True)]
         assigned = _assigned(ds)
         if assigned is not None:
-            events.append(UPSEvent(EventType.UPS_ASSIGNED, uid, assigned,
-                                   fields.columns["worklist_label"]))
+            events.append(UPSEvent(EventType.UPS_ASSIGNED, uid, assigned, label))
         self._publish(events)
         return CreateResult(uid)
 
@@ -179,7 +186,8 @@ class WorklistService:
             return self._load(conn, uid).dataset
 
     def retrieve(self, uid: str) -> Dataset:
-        return _decode(self.retrieve_json(uid))
+        """The whole workitem as a Dataset, without the Transaction UID."""
+        return Dataset.from_json(self.retrieve_json(uid))
 
     def state_of(self, uid: str) -> str:
         with self.store.transaction() as conn:
@@ -211,36 +219,32 @@ class WorklistService:
         return result[0] if isinstance(result, tuple) else result
 
     # -- update (N-SET, PS3.4 CC.2.6; UPS-RS Update, PS3.18 11.6) --------------------
-    def update(self, uid: str, changes: Dataset, transaction_uid: str | None,
+    def update(self, uid: str, changes: Dataset | Json, transaction_uid: str | None,
                actor: Actor) -> Warning | None:
         """Set attributes; sequences are replaced whole (PS3.4 CC.2.6.2)."""
-        changes = _copy(changes)
-        if "TransactionUID" in changes:
-            body_value = str(changes.TransactionUID or "") or None
-            del changes["TransactionUID"]
+        changes = _as_json(changes)
+        if _K("TransactionUID") in changes:
+            body_value = str(first(changes, "TransactionUID") or "") or None
+            del changes[_K("TransactionUID")]
             if transaction_uid and body_value and body_value != transaction_uid:
                 raise errors.InvalidRequest("The Transaction UID in the dataset differs from the "
                                             "one given with the request")
             transaction_uid = transaction_uid or body_value
         iod.check_update(changes)
-        changes.pop("ScheduledProcedureStepModificationDateTime", None)
+        changes.pop(_K("ScheduledProcedureStepModificationDateTime"), None)
 
         def step(conn: Any, row: WorkitemRow, now: str) -> Any:
             decide(row.state, Action.UPDATE, transaction_uid, row.transaction_uid)
-            ds = _decode(row.dataset)
+            ds = json.loads(row.dataset)
             for kw in ("SOPClassUID", "SOPInstanceUID"):
-                if kw in changes and str(changes[kw].value) != str(ds.get(kw, "")):
+                if _K(kw) in changes and values(changes, kw) != values(ds, kw):
                     raise errors.NoSuchAttribute(f"{kw} cannot be changed by an update",
                                                  attribute=kw)
-            before = {}
-            for elem in changes:
-                old = ds.get(elem.tag)
-                before[f"{elem.tag:08X}"] = (dataset_to_json_dict(_only(ds, elem.tag))
-                                             .get(f"{elem.tag:08X}") if old is not None else None)
-                ds[elem.tag] = elem
-            if not ds.get("WorklistLabel"):
-                ds.WorklistLabel = self.default_worklist_label
-            ds.ScheduledProcedureStepModificationDateTime = now
+            before = {key: ds.get(key) for key in changes}
+            ds.update(changes)
+            if not has_value(ds, "WorklistLabel"):
+                put(ds, "WorklistLabel", "LO", self.default_worklist_label)
+            put(ds, "ScheduledProcedureStepModificationDateTime", "DT", now)
             text = _encode(ds)
             fields = index_fields(ds)
             if not self.store.compare_and_set(conn, row, state=row.state,
@@ -248,8 +252,8 @@ class WorklistService:
                                               fields=fields, now=now):
                 return _RETRY
             self._history(conn, uid, actor, "UPDATE", row.state, row.state,
-                          {"set": dataset_to_json_dict(changes), "before": before}, now)
-            return None, _update_events(uid, row, changes, ds, fields)
+                          {"set": changes, "before": before}, now)
+            return None, _update_events(uid, changes, ds, fields)
 
         return self._mutate(uid, step)
 
@@ -273,14 +277,14 @@ class WorklistService:
             if outcome.warning is not None:
                 return _warning(outcome.warning), []
             assert outcome.next_state is not None
-            ds = _decode(row.dataset)
+            ds = json.loads(row.dataset)
             filled = None
             if outcome.next_state is State.CANCELED and self.fill_cancel_defaults:
                 filled = _fill_cancel(ds, now)
             if outcome.check_final_state:
                 iod.check_final_state(ds, outcome.next_state.value)
-            ds.ProcedureStepState = outcome.next_state.value
-            ds.ScheduledProcedureStepModificationDateTime = now
+            put(ds, "ProcedureStepState", "CS", outcome.next_state.value)
+            put(ds, "ScheduledProcedureStepModificationDateTime", "DT", now)
             new_tx = transaction_uid if action is Action.IN_PROGRESS else row.transaction_uid
             if not self.store.compare_and_set(conn, row, state=outcome.next_state.value,
                                               transaction_uid=new_tx, dataset=_encode(ds),
@@ -292,17 +296,19 @@ class WorklistService:
             self._history(conn, uid, actor, "CHANGE STATE", row.state,
                           outcome.next_state.value, changes, now)
             return None, [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds),
-                                   ds.get("WorklistLabel"))]
+                                   first(ds, "WorklistLabel"))]
 
         return self._mutate(uid, step)
 
     # -- request cancel (N-ACTION 2, PS3.4 CC.2.2; UPS-RS 11.8) ----------------------
-    def request_cancel(self, uid: str, info: Dataset | None, actor: Actor) -> Warning | None:
+    def request_cancel(self, uid: str, info: Dataset | Json | None,
+                       actor: Actor) -> Warning | None:
         """Ask for cancellation.  Success means "request accepted" (PS3.4 CC.2.2.3)."""
-        info = info or Dataset()
-        allowed = {"ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence",
-                   "ContactURI", "ContactDisplayName"}
-        extra = [e.keyword or f"{e.tag:08X}" for e in info if e.keyword not in allowed]
+        info = _as_json(info or {})
+        allowed = {_K(k) for k in ("ReasonForCancellation",
+                                   "ProcedureStepDiscontinuationReasonCodeSequence",
+                                   "ContactURI", "ContactDisplayName", "SpecificCharacterSet")}
+        extra = [k for k in info if k not in allowed]
         if extra:
             raise errors.InvalidArgumentValue(
                 f"A cancellation request may carry only Reason For Cancellation, Procedure "
@@ -313,8 +319,6 @@ class WorklistService:
             outcome = decide(row.state, Action.REQUEST_CANCEL, None, row.transaction_uid)
             if outcome.warning is not None:
                 return _warning(outcome.warning), []
-            request = dataset_to_json_dict(info)
-            label = None
             if outcome.next_state is None:
                 # IN PROGRESS: record the request; its performer is told by event.
                 if not self.store.compare_and_set(conn, row, state=row.state,
@@ -323,26 +327,26 @@ class WorklistService:
                                                   cancel_requested=True):
                     return _RETRY
                 self._history(conn, uid, actor, "REQUEST CANCEL", row.state, row.state,
-                              {"request": request}, now)
-                attrs = dataset_to_json_dict(info)
-                attrs["00741236"] = {"vr": "AE", "Value": [actor.name[:16]]}  # Requesting AE
-                return None, [UPSEvent(EventType.UPS_CANCEL_REQUESTED, uid, attrs, label)]
+                              {"request": info}, now)
+                attrs = dict(info)
+                put(attrs, "RequestingAE", "AE", actor.name[:16])
+                return None, [UPSEvent(EventType.UPS_CANCEL_REQUESTED, uid, sorted_json(attrs),
+                                       None)]
             # SCHEDULED: PS3.4 CC.2.2.3, the SCP cancels it itself, through IN PROGRESS.
-            ds = _decode(row.dataset)
+            ds = json.loads(row.dataset)
             _fill_cancel(ds, now, info)
             iod.check_final_state(ds, State.CANCELED.value)
-            ds.ProcedureStepState = State.CANCELED.value
-            ds.ScheduledProcedureStepModificationDateTime = now
+            put(ds, "ProcedureStepState", "CS", State.CANCELED.value)
+            put(ds, "ScheduledProcedureStepModificationDateTime", "DT", now)
             if not self.store.compare_and_set(conn, row, state=State.CANCELED.value,
                                               transaction_uid=None, dataset=_encode(ds),
                                               fields=None, now=now, cancel_requested=True):
                 return _RETRY
             self._history(conn, uid, actor, "REQUEST CANCEL", row.state, State.CANCELED.value,
-                          {"request": request}, now)
-            label = ds.get("WorklistLabel")
-            in_progress = Dataset()
-            in_progress.ProcedureStepState = State.IN_PROGRESS.value
-            in_progress.InputReadinessState = ds.get("InputReadinessState", "")
+                          {"request": info}, now)
+            label = first(ds, "WorklistLabel")
+            in_progress = dict(ds)
+            put(in_progress, "ProcedureStepState", "CS", State.IN_PROGRESS.value)
             return None, [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(in_progress),
                                    label),
                           UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label)]
@@ -352,8 +356,7 @@ class WorklistService:
     # -- search (C-FIND, PS3.4 CC.2.8; UPS-RS Search, PS3.18 11.9) ------------------
     def search(self, query: matching.Query, *, offset: int = 0, limit: int = 100) -> SearchResult:
         with self.store.transaction() as conn:
-            items, remaining = self.store.search(conn, query, offset=offset, limit=limit,
-                                                 decode=_decode)
+            items, remaining = self.store.search(conn, query, offset=offset, limit=limit)
         return SearchResult(items, remaining)
 
     def iter_matches(self, query: matching.Query, *, batch: int = 500) -> Iterator[Dataset]:
@@ -362,7 +365,7 @@ class WorklistService:
         while True:
             result = self.search(query, offset=offset, limit=batch)
             for text in result.items:
-                yield _decode(text)
+                yield Dataset.from_json(text)
             if not result.remaining:
                 return
             offset += batch
@@ -378,89 +381,74 @@ def _warning(status: Status) -> Warning:
     }[status])
 
 
-def _copy(ds: Dataset) -> Dataset:
-    out = Dataset()
-    for elem in ds:
-        out.add(elem)
-    return out
-
-
-def _only(ds: Dataset, tag: int) -> Dataset:
-    out = Dataset()
-    out.add(ds[tag])
-    return out
-
-
-def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+def _code_item(value: str, scheme: str, meaning: str) -> Json:
+    item: Json = {}
+    put(item, "CodeValue", "SH", value)
+    put(item, "CodingSchemeDesignator", "SH", scheme)
+    put(item, "CodeMeaning", "LO", meaning)
     return item
 
 
-def _fill_cancel(ds: Dataset, now: str, info: Dataset | None = None) -> list[str]:
+def _fill_cancel(ds: Json, now: str, info: Json | None = None) -> list[str]:
     """PS3.4 CC.2.5.1.1 Final State "X" attributes of a CANCELED UPS, filled when absent
     (documented: Cancellation DateTime = now, reason DCM 110513 unless one was given)."""
     filled = []
-    if not ds.get("ProcedureStepProgressInformationSequence"):
-        ds.ProcedureStepProgressInformationSequence = [Dataset()]
-    item = ds.ProcedureStepProgressInformationSequence[0]
-    if info is not None:
+    items = values(ds, "ProcedureStepProgressInformationSequence")
+    if not items:
+        items = [{}]
+        put(ds, "ProcedureStepProgressInformationSequence", "SQ", *items)
+    item = items[0]
+    if info:
         for kw in ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence"):
-            if kw in info and info[kw].value:
-                item[kw] = info[kw]
-        if "ContactURI" in info and info.ContactURI:
-            contact = Dataset()
-            contact.ContactURI = info.ContactURI
-            if info.get("ContactDisplayName"):
-                contact.ContactDisplayName = info.ContactDisplayName
-            item.ProcedureStepCommunicationsURISequence = [contact]
-    if not item.get("ProcedureStepCancellationDateTime"):
-        item.ProcedureStepCancellationDateTime = now
+            if has_value(info, kw):
+                item[_K(kw)] = info[_K(kw)]
+        if has_value(info, "ContactURI"):
+            contact = {_K("ContactURI"): info[_K("ContactURI")]}
+            if has_value(info, "ContactDisplayName"):
+                contact[_K("ContactDisplayName")] = info[_K("ContactDisplayName")]
+            put(item, "ProcedureStepCommunicationsURISequence", "SQ", sorted_json(contact))
+    if not has_value(item, "ProcedureStepCancellationDateTime"):
+        put(item, "ProcedureStepCancellationDateTime", "DT", now)
         filled.append("ProcedureStepCancellationDateTime")
-    if not item.get("ProcedureStepDiscontinuationReasonCodeSequence"):
-        item.ProcedureStepDiscontinuationReasonCodeSequence = [
-            _code_item(*DEFAULT_DISCONTINUATION_REASON)]
+    if not has_value(item, "ProcedureStepDiscontinuationReasonCodeSequence"):
+        put(item, "ProcedureStepDiscontinuationReasonCodeSequence", "SQ",
+            _code_item(*DEFAULT_DISCONTINUATION_REASON))
         filled.append("ProcedureStepDiscontinuationReasonCodeSequence")
+    items[0] = sorted_json(item)
     return filled
 
 
-def _state_report(ds: Dataset) -> dict[str, Any]:
+def _state_report(ds: Json) -> Json:
     """PS3.4 Table CC.2.4-1, UPS State Report attributes."""
-    report = Dataset()
-    report.ProcedureStepState = ds.get("ProcedureStepState", "")
-    report.InputReadinessState = ds.get("InputReadinessState", "")
-    progress = ds.get("ProcedureStepProgressInformationSequence")
-    if report.ProcedureStepState == State.CANCELED.value and progress:
-        item = progress[0]
+    report: Json = {}
+    put(report, "ProcedureStepState", "CS", *values(ds, "ProcedureStepState"))
+    put(report, "InputReadinessState", "CS", *values(ds, "InputReadinessState"))
+    progress = values(ds, "ProcedureStepProgressInformationSequence")
+    if first(ds, "ProcedureStepState") == State.CANCELED.value and progress:
         for kw in ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence"):
-            if kw in item:
-                report[kw] = item[kw]
-    return dataset_to_json_dict(report)
+            if _K(kw) in progress[0]:
+                report[_K(kw)] = progress[0][_K(kw)]
+    return sorted_json(report)
 
 
-def _assigned(ds: Dataset) -> dict[str, Any] | None:
+def _assigned(ds: Json) -> Json | None:
     """PS3.4 CC.2.4.3 UPS Assigned: when a station or human performer is scheduled."""
-    out = Dataset()
-    for kw in ("ScheduledStationNameCodeSequence", "ScheduledHumanPerformersSequence"):
-        if ds.get(kw):
-            out[kw] = ds[kw]
-    return dataset_to_json_dict(out) if len(out) else None
+    out = {_K(kw): ds[_K(kw)] for kw in ("ScheduledStationNameCodeSequence",
+                                          "ScheduledHumanPerformersSequence")
+           if has_value(ds, kw)}
+    return sorted_json(out) if out else None
 
 
-def _update_events(uid: str, row: WorkitemRow, changes: Dataset, ds: Dataset,
-                   fields: Any) -> list[UPSEvent]:
+def _update_events(uid: str, changes: Json, ds: Json, fields: Any) -> list[UPSEvent]:
     label = fields.columns["worklist_label"]
     events = []
-    if "InputReadinessState" in changes:
+    if _K("InputReadinessState") in changes:
         events.append(UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label))
-    if "ProcedureStepProgressInformationSequence" in changes:
-        progress = Dataset()
-        progress.ProcedureStepProgressInformationSequence = \
-            ds.ProcedureStepProgressInformationSequence
-        events.append(UPSEvent(EventType.UPS_PROGRESS_REPORT, uid,
-                               dataset_to_json_dict(progress), label))
-    if "ScheduledHumanPerformersSequence" in changes or \
-            "ScheduledStationNameCodeSequence" in changes:
+    if _K("ProcedureStepProgressInformationSequence") in changes:
+        key = _K("ProcedureStepProgressInformationSequence")
+        events.append(UPSEvent(EventType.UPS_PROGRESS_REPORT, uid, {key: ds[key]}, label))
+    if _K("ScheduledHumanPerformersSequence") in changes or \
+            _K("ScheduledStationNameCodeSequence") in changes:
         assigned = _assigned(ds)
         if assigned is not None:
             events.append(UPSEvent(EventType.UPS_ASSIGNED, uid, assigned, label))

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom.multival import MultiValue
 from sqlalchemy import and_, create_engine, event, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from . import matching
-from .dicomjson import element
+from .dicomjson import first, values
 from .errors import DuplicateWorkitem, ServiceUnavailable
 from .schema import (history, migrate, performers, requests, tombstones, workitem_codes,
                      workitems)
@@ -76,6 +75,12 @@ def _sqlite_begin(conn: Connection) -> None:
                          else "BEGIN")
 
 
+# Statements built once: SQLAlchemy then only binds parameters per call.
+_INSERT_WORKITEM = insert(workitems)
+_INSERT_HISTORY = insert(history)
+_INSERTS = {t.name: insert(t) for t in (performers, workitem_codes, requests)}
+
+
 class Store:
     """The workitem repository over one SQLAlchemy engine."""
 
@@ -118,7 +123,7 @@ class Store:
                dataset: str, now: str) -> int:
         try:
             with conn.begin_nested() if self.dialect == "postgresql" else contextlib.nullcontext():
-                result = conn.execute(insert(workitems).values(
+                result = conn.execute(_INSERT_WORKITEM, dict(
                     uid=uid, state=state, transaction_uid=None, version=1,
                     cancel_requested=False, created_at=now, updated_at=now, dataset=dataset,
                     **fields.columns))
@@ -155,24 +160,24 @@ class Store:
         for table, rows in ((performers, fields.performers), (workitem_codes, fields.codes),
                             (requests, fields.requests)):
             if rows:
-                conn.execute(insert(table), [dict(r, workitem_id=wid) for r in rows])
+                conn.execute(_INSERTS[table.name], [dict(r, workitem_id=wid) for r in rows])
 
     def append_history(self, conn: Connection, *, uid: str, at: str, actor: str,
                        protocol: str, action: str, state_before: str | None,
                        state_after: str | None, changes: dict[str, Any]) -> None:
-        conn.execute(insert(history).values(
+        conn.execute(_INSERT_HISTORY, dict(
             workitem_uid=uid, at=at, actor=actor, protocol=protocol, action=action,
             state_before=state_before, state_after=state_after,
             changes=json.dumps(changes, separators=(",", ":"), ensure_ascii=False)))
 
     # -- search ----------------------------------------------------------------
     def search(self, conn: Connection, query: matching.Query, *, offset: int, limit: int,
-               decode: Any) -> tuple[list[str], int]:
+               decode: Any = json.loads) -> tuple[list[str], int]:
         """The stored datasets matching ``query`` in creation order, and how many more
         matches lie beyond ``offset + limit``.
 
         Conditions on indexed keys become SQL; the rest are tested in Python on the
-        candidates (``decode`` turns stored JSON into a Dataset), so every key counts.
+        candidates (``decode`` parses the stored JSON), so every key counts.
         """
         clauses, residual = sql_conditions(query)
         base = select(workitems.c.id, workitems.c.dataset).where(*clauses).order_by(workitems.c.id)
@@ -337,22 +342,17 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
 
 # -- index fields ------------------------------------------------------------------
-def _first(ds: Any, keyword: str) -> str | None:
-    elem = element(ds, keyword)
-    if elem is None:
+def _first(ds: dict[str, Any], keyword: str, vr: str = "LO") -> str | None:
+    value = first(ds, keyword)
+    if value is None:
         return None
-    value = elem.value
-    if isinstance(value, (list, MultiValue)):
-        value = value[0] if len(value) else None
-    if value is None or value == "":
-        return None
-    if elem.VR == "PN":
+    if vr == "PN":
         return matching.person_name_text(value) or None
-    return matching.normalize_text(value, elem.VR) or None
+    return matching.normalize_text(value, vr) or None
 
 
-def _dt_column(ds: Any, keyword: str) -> str | None:
-    text = _first(ds, keyword)
+def _dt_column(ds: dict[str, Any], keyword: str) -> str | None:
+    text = _first(ds, keyword, "DT")
     if text is None:
         return None
     try:
@@ -361,40 +361,37 @@ def _dt_column(ds: Any, keyword: str) -> str | None:
         return None
 
 
-def _items(ds: Any, keyword: str) -> list[Any]:
-    elem = element(ds, keyword)
-    return list(elem.value) if elem is not None and elem.VR == "SQ" and elem.value else []
+def _items(ds: dict[str, Any], keyword: str) -> list[dict[str, Any]]:
+    return [i for i in values(ds, keyword) if isinstance(i, dict)]
 
 
-def index_fields(ds: Any) -> IndexFields:
-    """The indexed columns and side rows of a workitem dataset."""
-    name = _first(ds, "PatientName")
+def index_fields(ds: dict[str, Any]) -> IndexFields:
+    """The indexed columns and side rows of a workitem (a DICOM JSON object)."""
+    name = _first(ds, "PatientName", "PN")
     columns = dict(
         worklist_label=_first(ds, "WorklistLabel"),
         procedure_step_label=_first(ds, "ProcedureStepLabel"),
-        priority=_first(ds, "ScheduledProcedureStepPriority"),
+        priority=_first(ds, "ScheduledProcedureStepPriority", "CS"),
         start_datetime=_dt_column(ds, "ScheduledProcedureStepStartDateTime"),
         expected_completion_datetime=_dt_column(ds, "ExpectedCompletionDateTime"),
-        input_readiness_state=_first(ds, "InputReadinessState"),
+        input_readiness_state=_first(ds, "InputReadinessState", "CS"),
         patient_id=_first(ds, "PatientID"),
         patient_name=name,
         patient_name_folded=name.casefold() if name else None,
-        study_instance_uid=_first(ds, "StudyInstanceUID"),
+        study_instance_uid=_first(ds, "StudyInstanceUID", "UI"),
     )
     perf_rows = []
     for item in _items(ds, "ScheduledHumanPerformersSequence"):
-        pname = _first(item, "HumanPerformerName")
+        pname = _first(item, "HumanPerformerName", "PN")
         base = dict(name=pname, name_folded=pname.casefold() if pname else None,
                     organization=_first(item, "HumanPerformerOrganization"))
-        codes = _items(item, "HumanPerformerCodeSequence") or [None]
-        for code in codes:
-            perf_rows.append(dict(base, code_value=_first(code, "CodeValue") if code else None,
-                                  coding_scheme=_first(code, "CodingSchemeDesignator")
-                                  if code else None))
-    code_rows = [dict(code_value=_first(c, "CodeValue"),
-                      coding_scheme=_first(c, "CodingSchemeDesignator"))
+        for code in _items(item, "HumanPerformerCodeSequence") or [{}]:
+            perf_rows.append(dict(base, code_value=_first(code, "CodeValue", "SH"),
+                                  coding_scheme=_first(code, "CodingSchemeDesignator", "SH")))
+    code_rows = [dict(code_value=_first(c, "CodeValue", "SH"),
+                      coding_scheme=_first(c, "CodingSchemeDesignator", "SH"))
                  for c in _items(ds, "ScheduledWorkitemCodeSequence")]
-    req_rows = [dict(accession_number=_first(r, "AccessionNumber"),
-                     requested_procedure_id=_first(r, "RequestedProcedureID"))
+    req_rows = [dict(accession_number=_first(r, "AccessionNumber", "SH"),
+                     requested_procedure_id=_first(r, "RequestedProcedureID", "SH"))
                 for r in _items(ds, "ReferencedRequestSequence")]
     return IndexFields(columns, perf_rows, code_rows, req_rows)
