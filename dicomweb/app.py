@@ -126,9 +126,9 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         # PS3.18 11.4 Create Workitem
         _check_accept(request)
         body = await _read_body(request, max_body_bytes)
-        ds = parse_json(body)
         uid = _uid_param(request, ("workitem",))
-        result = await run_in_threadpool(service.create, ds, uid, _actor(request))
+        actor = _actor(request)
+        result = await run_in_threadpool(lambda: service.create(parse_json(body), uid, actor))
         location = f"{_service_url(request)}/workitems/{quote(result.uid)}"
         headers = {"Location": location, "Content-Location": location}
         if result.warning is not None:
@@ -171,11 +171,11 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         # under any of the spellings clients use (ups-standard.md 1.16)
         uid = request.path_params["uid"]
         body = await _read_body(request, max_body_bytes)
-        ds = parse_json(body)
         tx = _uid_param(request, ("transaction-uid", "transactionuid", "transaction"))
         if tx:
             check_uid(tx, "Transaction UID")
-        warning = await run_in_threadpool(service.update, uid, ds, tx, _actor(request))
+        actor = _actor(request)
+        warning = await run_in_threadpool(lambda: service.update(uid, parse_json(body), tx, actor))
         headers = _warning_header(request, warning.text) if warning else {}
         return Response(status_code=200, headers=headers)
 

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
-from .dicomjson import _parse_da, _parse_tm, attribute_name, normalize_dt
+from .dicomjson import _parse_da, _parse_dt, _parse_tm, attribute_name, normalize_dt
 from .errors import InvalidAttributeValue, InvalidRequest
 
 __all__ = [
@@ -208,7 +208,9 @@ def _normalize_tm(text: str, upper: bool = False) -> str:
     whole, _, frac = text.partition(".")
     fill = "235959" if upper else "000000"
     whole = whole + fill[len(whole):]
-    frac = frac.ljust(6, "9" if upper and not frac else "0") if frac else ("999999" if upper else "000000")
+    # A given fraction is a precision as well (as in normalize_dt): the upper bound of
+    # ".1" is ".199999" (PS3.4 C.2.2.2.1.3: matched by meaning, not as strings).
+    frac = frac.ljust(6, "9" if upper else "0") if frac else ("999999" if upper else "000000")
     return f"{whole}.{frac}"
 
 
@@ -249,6 +251,10 @@ def _split_range(text: str, vr: str) -> tuple[str, str | None]:
         if c != "-":
             continue
         left, right = text[:i], text[i + 1:]
+        if len(right) == 4 and right.isdigit() and _is_single_dt(text):
+            # PS3.5 6.2: "-ZZXX" at the end of a valid DT is its UTC offset (e.g.
+            # 20261122090000-0500), not a range up to the year ZZXX.
+            continue
         if _is_dt(left) and _is_dt(right):
             return left, right
     if text.startswith("-") and _is_dt(text[1:]):
@@ -256,6 +262,15 @@ def _split_range(text: str, vr: str) -> tuple[str, str | None]:
     if text.endswith("-") and _is_dt(text[:-1]):
         return text[:-1], ""
     return text, None
+
+
+def _is_single_dt(text: str) -> bool:
+    """Whether ``text`` is one DT value (with a UTC offset in range, PS3.5 6.2)."""
+    try:
+        _parse_dt(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _is_dt(text: str) -> bool:

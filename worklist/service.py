@@ -23,7 +23,7 @@ from .errors import Warning
 from .events import EventPublisher, EventType, NullPublisher, UPSEvent
 from .statemachine import Action, decide
 from .status import Status
-from .store import Store, WorkitemRow, index_fields
+from .store import RawJson, Store, WorkitemRow, index_fields
 from .values import UPS_PUSH, ProcedureStepStateValues as State, Protocol
 
 __all__ = ["Actor", "WorklistService", "SearchResult", "CreateResult", "now_dt"]
@@ -77,9 +77,9 @@ def _as_json(ds: Dataset | Json) -> Json:
     """The request's dataset as a checked DICOM JSON object (a copy)."""
     if isinstance(ds, Dataset):
         return check_json(dataset_to_json_dict(ds))
-    checked = isinstance(ds, CheckedJson)
-    copy = json.loads(json.dumps(ds))
-    return CheckedJson(copy) if checked else check_json(copy)
+    if isinstance(ds, CheckedJson):
+        return ds  # fresh from parse_json for this request: ours to change
+    return check_json(json.loads(json.dumps(ds)))
 
 
 def _encode(ds: Json) -> str:
@@ -169,7 +169,7 @@ class WorklistService:
                                                "workitem and may not be reused")
             self.store.insert(conn, uid, State.SCHEDULED.value, fields, text, now)
             self._history(conn, uid, actor, "CREATE", None, State.SCHEDULED.value,
-                          {"dataset": ds}, now)
+                          RawJson('{"dataset":' + text + "}"), now)
         label = fields.columns["worklist_label"]
         events = [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label,
                            created=True)]

@@ -29,7 +29,11 @@ from .errors import DuplicateWorkitem, ServiceUnavailable
 from .schema import (history, migrate, performers, requests, tombstones, workitem_codes,
                      workitems)
 
-__all__ = ["WorkitemRow", "IndexFields", "Store", "open_store", "sqlite_url", "index_fields"]
+__all__ = ["WorkitemRow", "RawJson", "IndexFields", "Store", "open_store", "sqlite_url", "index_fields"]
+
+
+class RawJson(str):
+    """JSON text that is stored as it is (already serialised by the caller)."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,8 @@ class Store:
         conn.execute(_INSERT_HISTORY, dict(
             workitem_uid=uid, at=at, actor=actor, protocol=protocol, action=action,
             state_before=state_before, state_after=state_after,
-            changes=json.dumps(changes, separators=(",", ":"), ensure_ascii=False)))
+            changes=changes if isinstance(changes, RawJson)
+            else json.dumps(changes, separators=(",", ":"), ensure_ascii=False)))
 
     # -- search ----------------------------------------------------------------
     def search(self, conn: Connection, query: matching.Query, *, offset: int, limit: int,
