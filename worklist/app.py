@@ -66,6 +66,9 @@ def serve(settings: Settings) -> None:
     """Run the HTTP and DIMSE servers until SIGTERM or Ctrl-C."""
     import uvicorn
 
+    # uvicorn stops on SIGTERM, then restores this handler and re-raises the signal: a
+    # requested stop exits 0 (after the finally below), not as killed by SIGTERM.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app = build(settings)
     try:
         _start_dimse(app)
@@ -79,6 +82,10 @@ def serve(settings: Settings) -> None:
     finally:
         app.close()
         log.info("worklist stopped")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def install_default_signal_handlers() -> None:

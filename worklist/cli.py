@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create", help="create a workitem from a DICOM JSON file")
     _common(create)
     create.add_argument("file", help="DICOM JSON dataset ('-' for standard input)")
-    create.add_argument("--uid", help="workitem UID (default: SOP Instance UID in the file)")
+    create.add_argument("--uid", help="workitem UID (default: SOP Instance UID in the file, "
+                        "else a new one)")
     sample = sub.add_parser("sample", help="print a complete example workitem as DICOM JSON")
     sample.add_argument("--worklist-label", default="default")
     sample.add_argument("--performer", help="login of a scheduled reader")
@@ -99,11 +100,16 @@ def _run(args: argparse.Namespace) -> int:
     app = build(settings)
     try:
         if args.command == "create":
+            from pydicom.uid import generate_uid
+
             from .dicomjson import parse_json_dataset
             text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
             try:
-                result = app.service.create(parse_json_dataset(text), args.uid,
-                                            Actor(Protocol.CLI, "cli"))
+                ds = parse_json_dataset(text)
+                # As the SCU, the command assigns the workitem UID when the file has none
+                # (PS3.4 CC.2.5.1), so `worklist sample | worklist create -` just works.
+                uid = args.uid or (None if ds.get("SOPInstanceUID") else generate_uid())
+                result = app.service.create(ds, uid, Actor(Protocol.CLI, "cli"))
             except UPSError as exc:
                 print(f"worklist: refused (0x{int(exc.status):04X}): {exc.message}",
                       file=sys.stderr)

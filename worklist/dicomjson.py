@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import math
 import re
 from typing import Any
 
@@ -40,6 +41,11 @@ _DA_RE = re.compile(r"^\d{8}$")
 _TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
 _DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
 _MAX_DEPTH = 16
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# PS3.5 6.1.3 and Table 6.2-1: no control characters but ESC in values, and in the text
+# VRs LT, ST and UT also TAB, LF, FF and CR.  (NUL would also break PostgreSQL text.)
+_CONTROL = re.compile("[\x00-\x1a\x1c-\x1f]")
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,7 +107,9 @@ def parse_tag(text: str) -> int:
     """A keyword or 8 hex digits to a tag; ``InvalidRequest`` when it is neither."""
     if _TAG_RE.match(text):
         return int(text, 16)
-    tag = tag_for_keyword(text)
+    # pydicom's keyword table maps "" to a retired tag (keyword-less entries), so an
+    # empty name (e.g. "Sequence..Code" in a query) must be refused here.
+    tag = tag_for_keyword(text) if text else None
     if tag is None:
         raise InvalidRequest(f"'{text}' is neither a DICOM keyword nor a tag of 8 hex digits")
     return tag
@@ -119,9 +127,19 @@ def parse_json(body: bytes | str) -> dict[str, Any]:
     """A request body holding one DICOM JSON dataset (or a list of exactly one), checked
     for structure, VRs and values; returned as the DICOM JSON object itself."""
     try:
-        obj = json.loads(body)
+        # Strict UTF-8 (json.loads would let encoded surrogates and UTF-16/32 through).
+        obj = json.loads(body.decode("utf-8-sig") if isinstance(body, bytes) else body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("The body is not valid JSON: it is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(body if isinstance(body, bytes) else body.encode("utf-8",
+                                                                               "replace")):
+        try:  # only a pair of \uD8xx\uDCxx escapes is a character (RFC 8259 section 7)
+            dumps(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("The body is not valid JSON text: it escapes an unpaired "
+                                 "surrogate (\\uD800-\\uDFFF), which is no character") from None
     if isinstance(obj, list):
         if len(obj) != 1:
             raise InvalidRequest(f"The body must hold one DICOM JSON dataset, not {len(obj)}")
@@ -236,6 +254,11 @@ def _check_json(obj: dict[str, Any], depth: int, where: Any) -> None:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     raise InvalidAttributeValue(f"{name}: VR {vr} values must be numbers",
                                                 attribute=key)
+                if v is not None and not _number_fits(vr, v):
+                    # PS3.5 6.2: binary numbers of fixed size; a value that does not fit
+                    # could be stored but never encoded for a DIMSE peer.
+                    raise InvalidAttributeValue(f"{name}: {v!r} is not a valid VR {vr} value "
+                                                f"({_NUMBER_RANGES[vr]})", attribute=key)
         elif vr in ("DS", "IS"):
             for v in value:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, str))):
@@ -270,7 +293,26 @@ def validate_dataset(ds: Dataset, where: str = "") -> None:
             _validate_value(elem.VR, v, name)
 
 
+_INT_BOUNDS = {"US": (0, 2**16 - 1), "SS": (-2**15, 2**15 - 1), "UL": (0, 2**32 - 1),
+               "SL": (-2**31, 2**31 - 1), "UV": (0, 2**64 - 1), "SV": (-2**63, 2**63 - 1)}
+_FL_MAX = 3.4028234663852886e38
+_NUMBER_RANGES = {**{vr: f"integers from {lo} to {hi}" for vr, (lo, hi) in _INT_BOUNDS.items()},
+                  "FL": "finite 32-bit floating point numbers",
+                  "FD": "finite 64-bit floating point numbers"}
+
+
+def _number_fits(vr: str, v: int | float) -> bool:
+    if vr in _INT_BOUNDS:
+        low, high = _INT_BOUNDS[vr]
+        return isinstance(v, int) and low <= v <= high
+    return math.isfinite(v) and (vr != "FL" or abs(v) <= _FL_MAX)
+
+
 def _validate_value(vr: str, v: Any, name: str) -> None:
+    if isinstance(v, str) and (_TEXT_CONTROL if vr in ("LT", "ST", "UT") else _CONTROL).search(v):
+        raise InvalidAttributeValue(f"{name}: invalid {vr} value {v!r}: control characters "
+                                    "other than ESC (and TAB, LF, FF, CR in LT, ST, UT) are "
+                                    "not allowed (PS3.5 6.1.3)")
     try:
         if vr in ("DA", "DT", "TM"):
             text = str(v)

@@ -13,12 +13,15 @@ attribute with that problem, so one answer tells a client all it must fix.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from typing import Any
 
+from pydicom.datadict import dictionary_VM
+
 from . import errors
-from .dicomjson import first, has_value, key_keyword, tag_key
+from .dicomjson import first, has_value, key_keyword, tag_key, values
 from .ups_table import BY_KEYWORD, UPS_ATTRIBUTES, Requirement
 
 # Each check works on the DICOM JSON object (PS3.18 F.2) the service stores; a pydicom
@@ -52,6 +55,19 @@ def _items(ds: Json, keyword: str) -> list[Json]:
     return [i for i in (elem.get("Value") or []) if isinstance(i, dict)]
 
 
+@functools.lru_cache(maxsize=None)
+def _single_valued(keyword: str) -> bool:
+    return dictionary_VM(keyword) == "1"
+
+
+def _too_many_values(ds: Json, keyword: str) -> bool:
+    """More than one value in an attribute of VM 1 (PS3.6).  The store indexes the one
+    value of such attributes, so a second one would be matched in Python but not in SQL."""
+    elem = ds.get(tag_key(keyword)) or {}
+    return (elem.get("vr") != "SQ" and _single_valued(keyword)
+            and len(values(ds, keyword)) > 1)
+
+
 def _walk(ds: Json, rows: Iterable[Requirement], column: str, where: str,
           problems: dict[type[errors.UPSError], list[str]]) -> None:
     for row in rows:
@@ -66,12 +82,17 @@ def _walk(ds: Json, rows: Iterable[Requirement], column: str, where: str,
             problems.setdefault(errors.MissingAttribute, []).append(name)
         elif need == "1" and not has_value(ds, row.keyword):
             problems.setdefault(errors.MissingAttributeValue, []).append(name)
-        elif need == "2" and not present:
+        elif need == "2" and not present and row.keyword != "TransactionUID":
+            # Transaction UID is the claim's lock, not content: PS3.18 11.4 clients leave
+            # it out, DIMSE clients send it empty; both mean "not claimed".
             problems.setdefault(errors.MissingAttribute, []).append(name)
         if present and row.keyword in _ENUMERATED and has_value(ds, row.keyword):
             if str(first(ds, row.keyword)) not in _ENUMERATED[row.keyword]:
                 problems.setdefault(errors.InvalidAttributeValue, []).append(
                     f"{name} (must be one of {', '.join(sorted(_ENUMERATED[row.keyword]))})")
+        if present and _too_many_values(ds, row.keyword):
+            problems.setdefault(errors.InvalidAttributeValue, []).append(
+                f"{name} (takes one value: VM 1, PS3.6)")
         if present and row.items:
             for i, item in enumerate(_items(ds, row.keyword), 1):
                 _walk(item, row.items, column, f"{name}[{i}] > ", problems)
@@ -139,6 +160,9 @@ def check_update(ds: Json) -> None:
         if kw in _ENUMERATED and has_value(ds, kw) and str(first(ds, kw)) not in _ENUMERATED[kw]:
             problems.setdefault(errors.InvalidAttributeValue, []).append(
                 f"{kw} (must be one of {', '.join(sorted(_ENUMERATED[kw]))})")
+        if _too_many_values(ds, kw):
+            problems.setdefault(errors.InvalidAttributeValue, []).append(
+                f"{kw} (takes one value: VM 1, PS3.6)")
         if row.items:
             for i, item in enumerate(_items(ds, kw), 1):
                 _walk(item, row.items, "set", f"{kw}[{i}] > ", problems)

@@ -132,15 +132,18 @@ class Wildcard(Condition):
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Case-insensitive (fuzzy PN) matching compares case-folded texts, like
+        # SingleValue and the SQL "folded" columns: re.IGNORECASE alone would let
+        # "?" match "ß" but not "SS" match it, and so disagree with both.
+        pattern = self.pattern.casefold() if self.case_insensitive else self.pattern
         body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
-                       for c in self.pattern)
-        flags = re.DOTALL | (re.IGNORECASE if self.case_insensitive else 0)
-        object.__setattr__(self, "regex", re.compile(body + r"\Z", flags))
+                       for c in pattern)
+        object.__setattr__(self, "regex", re.compile(body + r"\Z", re.DOTALL))
 
     def test(self, values: Sequence[Any]) -> bool:
         for v in values:
             text = person_name_text(v) if self.vr == "PN" else normalize_text(v, self.vr)
-            if self.regex.match(text):
+            if self.regex.match(text.casefold() if self.case_insensitive else text):
                 return True
         return False
 

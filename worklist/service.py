@@ -17,8 +17,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from . import errors, iod, matching
-from .dicomjson import (CheckedJson, check_json, check_uid, dataset_to_json_dict, dumps, first, has_value,
-                        put, sorted_json, tag_key, values)
+from .dicomjson import (CheckedJson, attribute_name, check_json, check_uid, dataset_to_json_dict,
+                        dumps, first, has_value, put, sorted_json, tag_key, values)
 from .errors import Warning
 from .events import EventPublisher, EventType, NullPublisher, UPSEvent
 from .statemachine import Action, decide
@@ -313,7 +313,8 @@ class WorklistService:
             raise errors.InvalidArgumentValue(
                 f"A cancellation request may carry only Reason For Cancellation, Procedure "
                 f"Step Discontinuation Reason Code Sequence, Contact URI and Contact Display "
-                f"Name, not {', '.join(extra)}", attribute=extra[0])
+                f"Name, not {', '.join(attribute_name(int(k, 16)) for k in extra)}",
+                attribute=extra[0])
 
         def step(conn: Any, row: WorkitemRow, now: str) -> Any:
             outcome = decide(row.state, Action.REQUEST_CANCEL, None, row.transaction_uid)
@@ -359,16 +360,21 @@ class WorklistService:
             items, remaining = self.store.search(conn, query, offset=offset, limit=limit)
         return SearchResult(items, remaining)
 
-    def iter_matches(self, query: matching.Query, *, batch: int = 500) -> Iterator[Dataset]:
-        """Every match as a Dataset, in creation order (for C-FIND)."""
-        offset = 0
+    def iter_search(self, query: matching.Query, *, first_batch: int = 16,
+                    batch: int = 500) -> Iterator[str]:
+        """Every match as DICOM JSON text, in creation order, in one pass (C-FIND).
+
+        Each batch is its own short read transaction, so a long C-FIND never holds the
+        database; keyset paging means a change between batches skips or repeats nothing.
+        """
+        after, size = 0, first_batch
         while True:
-            result = self.search(query, offset=offset, limit=batch)
-            for text in result.items:
-                yield Dataset.from_json(text)
-            if not result.remaining:
+            with self.store.transaction() as conn:
+                items, after_next = self.store.scan(conn, query, after_id=after, batch=size)
+            yield from items
+            if after_next is None:
                 return
-            offset += batch
+            after, size = after_next, batch
 
 
 _RETRY = object()

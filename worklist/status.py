@@ -81,6 +81,10 @@ class Status(IntEnum):
     """0x0120 Failure: missing attribute."""
     MISSING_ATTRIBUTE_VALUE = 0x0121
     """0x0121 Failure: missing attribute value."""
+    NO_SUCH_SOP_CLASS = 0x0118
+    """0x0118 Failure: no such SOP Class (PS3.7 C.5.10)."""
+    UNRECOGNIZED_OPERATION = 0x0211
+    """0x0211 Failure: unrecognized operation (PS3.7 C.5.23)."""
     SOP_CLASS_NOT_SUPPORTED = 0x0122
     """0x0122 Failure: SOP Class not supported."""
     NO_SUCH_ACTION = 0x0123

@@ -91,14 +91,19 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._local = threading.local()
+        # SQLite has one writer at a time, and a waiting writer sleeps in SQLite's busy
+        # handler (1, 2, 5, 10 ms...).  Threads of this process queue here instead and
+        # wake the moment the writer before them commits; other processes still meet
+        # the busy timeout.
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
 
     # -- units of work ---------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self, *, write: bool = False) -> Iterator[Connection]:
         """One unit of work: commits on success, rolls back on any exception."""
+        lock = self._write_lock if write else None
         try:
-            with self.engine.connect() as conn:
+            with lock or contextlib.nullcontext(), self.engine.connect() as conn:
                 conn = conn.execution_options(write=write)
                 with conn.begin():
                     yield conn
@@ -107,6 +112,8 @@ class Store:
 
     # -- reads -----------------------------------------------------------------
     def get(self, conn: Connection, uid: str) -> WorkitemRow | None:
+        if "\x00" in uid:
+            return None  # no UID holds one, and PostgreSQL cannot compare it
         row = conn.execute(select(
             workitems.c.id, workitems.c.uid, workitems.c.state, workitems.c.transaction_uid,
             workitems.c.version, workitems.c.cancel_requested, workitems.c.dataset,
@@ -114,10 +121,14 @@ class Store:
         return WorkitemRow(*row) if row else None
 
     def is_tombstoned(self, conn: Connection, uid: str) -> bool:
+        if "\x00" in uid:
+            return False
         return conn.execute(select(tombstones.c.uid).where(tombstones.c.uid == uid)).first() \
             is not None
 
     def history(self, conn: Connection, uid: str) -> list[dict[str, Any]]:
+        if "\x00" in uid:
+            return []
         rows = conn.execute(select(history).where(history.c.workitem_uid == uid)
                             .order_by(history.c.id)).mappings()
         return [dict(r, changes=json.loads(r["changes"])) for r in rows]
@@ -208,6 +219,27 @@ class Store:
             last_id = batch[-1].id
         return page, max(matched - offset - limit, 0)
 
+    def scan(self, conn: Connection, query: matching.Query, *, after_id: int, batch: int,
+             decode: Any = json.loads) -> tuple[list[str], int | None]:
+        """Up to ``batch`` matches with ``id > after_id`` in creation order, and the id to
+        continue after (None when the table is exhausted).  Keyset paging: no count, no
+        offset, nothing skipped or repeated when rows change between batches."""
+        clauses, residual = sql_conditions(query)
+        base = select(workitems.c.id, workitems.c.dataset).where(*clauses).order_by(workitems.c.id)
+        found: list[str] = []
+        last = after_id
+        while len(found) < batch:
+            rows = conn.execute(base.where(workitems.c.id > last).limit(batch)).all()
+            if not rows:
+                return found, None
+            for r in rows:
+                last = r.id
+                if not residual or all(c.matches(decode(r.dataset)) for c in residual):
+                    found.append(r.dataset)
+                    if len(found) == batch:
+                        break
+        return found, last
+
     def count(self, conn: Connection) -> int:
         return conn.execute(select(func.count()).select_from(workitems)).scalar_one()
 
@@ -293,6 +325,10 @@ def _column_clause(cond: matching.Condition, column: Any) -> Any:
     if isinstance(cond, matching.Universal):
         return and_(True)
     if isinstance(cond, matching.EmptyValue):
+        if cond.vr == "PN":
+            # PN columns hold the Alphabetic group only; a name with only an Ideographic
+            # or Phonetic group is not empty (PS3.4 C.2.2.2.7): decide in Python.
+            return None
         return (column.is_(None)) | (column == "")
     if isinstance(cond, matching.SingleValue):
         if cond.case_insensitive:
