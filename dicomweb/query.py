@@ -54,7 +54,11 @@ def _bool(name: str, value: str) -> bool:
     raise InvalidRequest(f"Query parameter {name} must be true or false, not '{value}'")
 
 
-def _int(name: str, value: str, minimum: int) -> int:
+# SQLite and PostgreSQL take OFFSET as a signed 64-bit integer.
+_MAX_OFFSET = 2**63 - 1
+
+
+def _int(name: str, value: str, minimum: int, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -62,6 +66,8 @@ def _int(name: str, value: str, minimum: int) -> int:
             from None
     if number < minimum:
         raise InvalidRequest(f"Query parameter {name} must be at least {minimum}, not {number}")
+    if maximum is not None and number > maximum:
+        raise InvalidRequest(f"Query parameter {name} must be at most {maximum}, not {number}")
     return number
 
 
@@ -75,7 +81,7 @@ def parse_search(params: Iterable[tuple[str, str]]) -> SearchParameters:
             if lname == "limit":
                 out.limit = _int(name, value, 1)
             elif lname == "offset":
-                out.offset = _int(name, value, 0)
+                out.offset = _int(name, value, 0, _MAX_OFFSET)
             elif lname == "fuzzymatching":
                 out.fuzzy = _bool(name, value)
             elif lname == "includefield":
