@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy.exc import DBAPIError
 
-from tests.unit import _race_worker
+from tests.integration import _race_worker
 from worklist import errors, matching
 from worklist.events import EventType, RecordingPublisher
 from worklist.sample import code_item, final_state_attributes, performer_item, sample_workitem
@@ -40,8 +40,9 @@ class Clock:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return "sqlite:///" + str(tmp_path / "worklist.db")
+def db_url(database_url: str) -> str:
+    """Each test on the embedded SQLite file and on a real PostgreSQL (conftest)."""
+    return database_url
 
 
 @pytest.fixture
