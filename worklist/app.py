@@ -12,7 +12,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Settings
+from .config import Settings, SettingsError
+from .follower import CursorStore, Follower
+from .orthanc import OrthancClient
+from .routing import Router, RoutingError, parse_rules
 from .service import WorklistService
 from .store import Store, open_store
 
@@ -28,9 +31,18 @@ class Application:
     service: WorklistService
     http_app: Any
     dimse: Any = None
+    orthanc: Any = None
+    """The Orthanc client (issue 5), when ``orthanc_url`` is set."""
+    router: Any = None
+    follower: Any = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+        if self.orthanc is not None:
+            self.orthanc.close()
         if self.dimse is not None:
             self.dimse.stop()
             self.dimse = None
@@ -41,12 +53,26 @@ def build(settings: Settings) -> Application:
     """Open the database and build the service and the HTTP application."""
     from dicomweb.app import create_app
 
+    try:
+        rules = parse_rules(settings.routing_rules)  # refused before anything starts
+    except RoutingError as exc:
+        raise SettingsError(str(exc)) from None
     store = open_store(settings.database_url)
-    service = WorklistService(store, default_worklist_label=settings.default_worklist_label)
+    orthanc = (OrthancClient(settings.orthanc_url, aet=settings.orthanc_aet,
+                             dicomweb_root=settings.orthanc_dicomweb_root,
+                             timeout=settings.orthanc_timeout)
+               if settings.orthanc_url else None)
+    service = WorklistService(store, default_worklist_label=settings.default_worklist_label,
+                              image_store=orthanc)
     http_app = create_app(service, max_body_bytes=settings.max_body_bytes,
                           search_default_limit=settings.search_default_limit,
                           search_max_limit=settings.search_max_limit, users=settings.users)
-    return Application(settings, store, service, http_app)
+    app = Application(settings, store, service, http_app, orthanc=orthanc)
+    if orthanc is not None:
+        app.router = Router(service, store, orthanc, rules)
+        app.follower = Follower(orthanc, app.router, CursorStore(store, orthanc.url),
+                                poll_seconds=settings.orthanc_poll_seconds)
+    return app
 
 
 def _start_dimse(app: Application) -> None:
@@ -72,6 +98,9 @@ def serve(settings: Settings) -> None:
     app = build(settings)
     try:
         _start_dimse(app)
+        if app.follower is not None:
+            app.follower.start()
+            log.info("following Orthanc at %s (AE %s)", app.orthanc.url, app.orthanc.aet)
         config = uvicorn.Config(app.http_app, host=settings.http_host, port=settings.http_port,
                                 log_level=settings.log_level.lower(), access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=10)

@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dimse-port", type=int, help="DIMSE port (default 11112; 0 = off)")
     serve.add_argument("--peer", action="append", default=[], metavar="AET=HOST:PORT",
                        help="a DICOM peer's address (repeatable)")
-    serve.add_argument("--orthanc-url", help="Orthanc's REST URL")
+    serve.add_argument("--orthanc-url", help="Orthanc's REST URL (follow it, verify outputs)")
+    serve.add_argument("--orthanc-aet", help="Orthanc's AE title (default ORTHANC)")
+    serve.add_argument("--orthanc-dicom-port", type=int, help="Orthanc's DICOM port (default 4242)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     create = sub.add_parser("create", help="create a workitem from a DICOM JSON file")
     _common(create)
@@ -47,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="print a complete example workitem as DICOM JSON")
     sample.add_argument("--worklist-label", default="default")
     sample.add_argument("--performer", help="login of a scheduled reader")
+    route = sub.add_parser("route", help="apply the routing rules to studies already in "
+                           "Orthanc (idempotent)")
+    _common(route)
+    route.add_argument("--orthanc-url", help="Orthanc's REST URL")
+    route.add_argument("--orthanc-aet", help="Orthanc's AE title (default ORTHANC)")
+    route.add_argument("select", nargs="*", metavar="KEYWORD=PATTERN",
+                       help="only studies matching (same patterns as the rules)")
     history = sub.add_parser("history", help="print the history of a workitem")
     _common(history)
     history.add_argument("uid")
@@ -76,6 +85,8 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         http_host=getattr(args, "http_host", None), http_port=getattr(args, "http_port", None),
         ae_title=getattr(args, "ae_title", None), dimse_port=getattr(args, "dimse_port", None),
         orthanc_url=getattr(args, "orthanc_url", None),
+        orthanc_aet=getattr(args, "orthanc_aet", None),
+        orthanc_dicom_port=getattr(args, "orthanc_dicom_port", None),
         log_level=getattr(args, "log_level", None), peers=peers or None)
 
 
@@ -90,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Orthanc request
     if args.command == "serve":
         from .app import serve
         serve(settings)
@@ -115,6 +127,8 @@ def _run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 1
             print(result.uid)
+        elif args.command == "route":
+            return _route(app, args.select)
         elif args.command == "history":
             try:
                 rows = app.service.history(args.uid)
@@ -125,6 +139,37 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     finally:
         app.close()
+
+
+def _route(app, select: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """``worklist route``: the rules over every study in Orthanc, with a progress line."""
+    from .routing import RoutingError, parse_rules
+
+    if app.router is None:
+        raise SettingsError("worklist route needs orthanc_url (--orthanc-url)")
+    match = {}
+    for spec in select:
+        keyword, sep, pattern = spec.partition("=")
+        if not sep:
+            raise SettingsError(f"'{spec}' is not KEYWORD=PATTERN")
+        match[keyword] = pattern
+    try:
+        selection = parse_rules([{"name": "selection", "match": match}])[0].match
+    except RoutingError as exc:
+        raise SettingsError(str(exc).replace("routing rule 1 ('selection'), field match.",
+                                             "selection ")) from None
+    pairs = [(keyword, p) for keyword, patterns in selection for p in patterns]
+    studies = app.orthanc.studies()
+    created = 0
+    for done, orthanc_id in enumerate(studies, 1):
+        created += len(app.router.route(orthanc_id, stable=True, select_attrs=pairs))
+        width = 30
+        bar = "#" * (width * done // len(studies))
+        print(f"\rrouting [{bar:<{width}}] {done}/{len(studies)} studies, {created} workitems "
+              "created", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    print(created)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,6 +50,16 @@ class Settings:
     """User name → API token, for clients that are not on the loopback interface."""
     log_level: str = "INFO"
     orthanc_url: str = ""
+    """Orthanc's REST URL; empty: no image store (no routing, no output verification)."""
+    orthanc_aet: str = "ORTHANC"
+    orthanc_dicom_port: int = 4242
+    orthanc_dicomweb_root: str = "/dicom-web"
+    orthanc_poll_seconds: float = 1.0
+    """How long the follower sleeps when Orthanc's change feed is exhausted."""
+    orthanc_timeout: float = 10.0
+    routing_rules: list[dict[str, Any]] | None = None
+    """The ``[[routing.rules]]`` tables of the config file, validated by
+    :func:`worklist.routing.parse_rules`; None: the default rule."""
 
     @property
     def database_url(self) -> str:
@@ -68,6 +78,10 @@ class Settings:
                                 "(1-16 ASCII characters, no backslash, no leading/trailing space)")
         if not 1 <= self.search_default_limit <= self.search_max_limit:
             raise SettingsError("search_default_limit must be between 1 and search_max_limit")
+        if not 0 < self.orthanc_dicom_port < 65536:
+            raise SettingsError(f"orthanc_dicom_port {self.orthanc_dicom_port} is not a TCP port")
+        if self.orthanc_poll_seconds <= 0:
+            raise SettingsError("orthanc_poll_seconds must be positive")
         for aet, addr in self.peers.items():
             host, _, port = addr.rpartition(":")
             if not host or not port.isdigit():
@@ -114,6 +128,12 @@ def load_settings(config_file: str | os.PathLike[str] | None = None,
             raise SettingsError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path}: {exc}") from None
+        routing = data.get("routing")
+        if isinstance(routing, dict) and "rules" in routing:
+            if not isinstance(routing["rules"], list):
+                raise SettingsError(f"config file {path}: routing.rules must be an array of "
+                                    "tables ([[routing.rules]])")
+            values["routing_rules"] = routing["rules"]
         server = data.get("server", data)
         for key, value in server.items():
             if isinstance(value, dict) and key not in ("peers", "users"):
@@ -122,6 +142,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None,
                 raise SettingsError(f"config file {path}: unknown setting '{key}'")
             values[key] = _coerce(key, value)
     for name in _FIELDS:
+        if name == "routing_rules":
+            continue  # only from the file
         key = "WORKLIST_" + name.upper()
         if key in env:
             values[name] = _coerce(name, env[key])

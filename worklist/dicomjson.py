@@ -172,6 +172,14 @@ def dataset_from_json_dict(obj: dict[str, Any]) -> Dataset:
         raise InvalidRequest(f"The dataset is not valid DICOM JSON: {exc}") from None
 
 
+@functools.lru_cache(maxsize=8192)
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
 class _Name:
     """An attribute's path for messages, formatted only when a message needs it."""
 
@@ -213,11 +221,10 @@ def _check_json(obj: dict[str, Any], depth: int, where: Any) -> None:
             raise NoSuchAttribute(f"{name}: command and group length elements are not allowed "
                                   "in a dataset", attribute=key)
         if not (tag >> 16) % 2:  # public tag
-            try:
-                expected = dictionary_VR(tag)
-            except KeyError:
+            expected = _dictionary_vr(tag)
+            if expected is None:
                 raise NoSuchAttribute(f"{name} is not an attribute of the DICOM data dictionary",
-                                      attribute=key) from None
+                                      attribute=key)
             if vr not in expected.split(" or ") and not (vr == "UN"):
                 raise InvalidAttributeValue(f"{name} has VR {vr}; the data dictionary says "
                                             f"{expected}", attribute=key)

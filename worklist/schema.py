@@ -15,11 +15,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 __all__ = ["metadata", "workitems", "performers", "workitem_codes", "requests", "history",
-           "tombstones", "schema_version", "SCHEMA_VERSION", "migrate"]
+           "tombstones", "schema_version", "SCHEMA_VERSION", "migrate", "orthanc_cursor",
+           "routed"]
 
 metadata = MetaData()
 
-SCHEMA_VERSION = 1
 
 schema_version = Table(
     "schema_version", metadata,
@@ -68,9 +68,14 @@ performers = Table(
     Column("name", String(324)),
     Column("name_folded", String(324)),
     Column("organization", String(64)),
+    # Copies of the workitem's state and worklist label, so that "the SCHEDULED items of
+    # this worklist for this reader" is counted from one index alone.
+    Column("state", String(16)),
+    Column("worklist_label", String(64)),
 )
 Index("ix_performers_workitem", performers.c.workitem_id)
-Index("ix_performers_code", performers.c.code_value, performers.c.workitem_id)
+Index("ix_performers_code", performers.c.code_value, performers.c.worklist_label,
+      performers.c.state, performers.c.workitem_id)
 Index("ix_performers_name", performers.c.name)
 Index("ix_performers_org", performers.c.organization)
 
@@ -79,9 +84,12 @@ workitem_codes = Table(
     Column("workitem_id", Integer, ForeignKey("workitems.id", **_fk), nullable=False),
     Column("code_value", String(64)),
     Column("coding_scheme", String(64)),
+    Column("state", String(16)),
+    Column("worklist_label", String(64)),
 )
 Index("ix_codes_workitem", workitem_codes.c.workitem_id)
-Index("ix_codes_code", workitem_codes.c.code_value, workitem_codes.c.workitem_id)
+Index("ix_codes_code", workitem_codes.c.code_value, workitem_codes.c.worklist_label,
+      workitem_codes.c.state, workitem_codes.c.workitem_id)
 
 requests = Table(
     "workitem_requests", metadata,
@@ -135,8 +143,39 @@ def _v1(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
-MIGRATIONS = {1: _v1}
+# -- issue 5: following Orthanc (migration 3) -------------------------------------------
+# Own MetaData: _v1's create_all must not create these, or migration 3 would fail on a
+# fresh database.
+routing_metadata = MetaData()
+
+orthanc_cursor = Table(
+    "orthanc_cursor", routing_metadata,
+    Column("source", String(255), primary_key=True),
+    Column("seq", Integer, nullable=False),
+)
+"""The last Orthanc change (``/changes`` Seq) fully processed, per Orthanc URL."""
+
+routed = Table(
+    "routed_studies", routing_metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("reader", String(64), primary_key=True),
+    Column("workitem_uid", String(64), nullable=False),
+    Column("ready", Boolean, nullable=False, default=False),
+)
+"""One row per (study, rule, reader) a rule was applied to: idempotent routing."""
+
+
+def _v3(conn: Connection) -> None:
+    routing_metadata.create_all(conn)
+
+
+# TEMPORARY: registered as 2 until the subscription migration takes number 2 (issue 5
+# reserves 3 for itself); then change the key to 3.
+MIGRATIONS = {1: _v1, 2: _v3}
 """Version → the step that brings the schema from version-1 to it."""
+
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 class SchemaTooNew(RuntimeError):

@@ -21,6 +21,7 @@ from .dicomjson import (CheckedJson, attribute_name, check_json, check_uid, data
                         dumps, first, has_value, put, sorted_json, tag_key, values)
 from .errors import Warning
 from .events import EventPublisher, EventType, NullPublisher, UPSEvent
+from .orthanc import ImageStore, output_references
 from .statemachine import Action, decide
 from .status import Status
 from .store import RawJson, Store, WorkitemRow, index_fields
@@ -97,8 +98,10 @@ class WorklistService:
     def __init__(self, store: Store, *, events: EventPublisher | None = None,
                  default_worklist_label: str = "default",
                  clock: Callable[[], _dt.datetime] = _utc_now,
-                 fill_cancel_defaults: bool = True) -> None:
+                 fill_cancel_defaults: bool = True,
+                 image_store: ImageStore | None = None) -> None:
         self.store = store
+        self.image_store = image_store  # issue 5: outputs verified at completion
         self.events = events or NullPublisher()
         self.default_worklist_label = default_worklist_label
         self.clock = clock
@@ -271,6 +274,10 @@ class WorklistService:
             raise errors.InvalidArgumentValue(f"'{state}' is not a Procedure Step State")
         if transaction_uid:
             check_uid(transaction_uid, "Transaction UID")
+        # issue 5 point 5: outputs verified in the image store before COMPLETED (begin)
+        verified = (self._verify_outputs(uid, transaction_uid)
+                    if action is Action.COMPLETED and self.image_store is not None else None)
+        # (end)
 
         def step(conn: Any, row: WorkitemRow, now: str) -> Any:
             outcome = decide(row.state, action, transaction_uid, row.transaction_uid)
@@ -283,6 +290,8 @@ class WorklistService:
                 filled = _fill_cancel(ds, now)
             if outcome.check_final_state:
                 iod.check_final_state(ds, outcome.next_state.value)
+            if verified is not None:  # issue 5: outputs changed since verified? check again
+                self._check_outputs(ds, verified)
             put(ds, "ProcedureStepState", "CS", outcome.next_state.value)
             put(ds, "ScheduledProcedureStepModificationDateTime", "DT", now)
             new_tx = transaction_uid if action is Action.IN_PROGRESS else row.transaction_uid
@@ -299,6 +308,37 @@ class WorklistService:
                                    first(ds, "WorklistLabel"))]
 
         return self._mutate(uid, step)
+
+    # -- issue 5 point 5: outputs verified at completion (begin) ------------------------
+    def _verify_outputs(self, uid: str, transaction_uid: str | None) -> set[str]:
+        """Before a change to COMPLETED: every instance in the Output Information
+        Sequence must be in the image store, else C304 naming the missing UIDs; an
+        unreachable store gives ServiceUnavailable (0110 / 503, retryable).  The store is
+        asked outside any write transaction; the state checks come first so a wrong
+        Transaction UID still gets its own answer (C301, C310...)."""
+        with self.store.transaction() as conn:
+            row = self._load(conn, uid)
+        outcome = decide(row.state, Action.COMPLETED, transaction_uid, row.transaction_uid)
+        if outcome.warning is not None or outcome.next_state is None:
+            return set()
+        ds = json.loads(row.dataset)
+        if outcome.check_final_state:
+            iod.check_final_state(ds, outcome.next_state.value)
+        return self._check_outputs(ds, set())
+
+    def _check_outputs(self, ds: Json, verified: set[str]) -> set[str]:
+        refs = [r for r in output_references(ds) if r[2] not in verified]
+        if not refs:
+            return verified
+        assert self.image_store is not None
+        missing = self.image_store.missing_instances(refs)
+        if missing:
+            raise errors.FinalStateRequirementsNotMet(
+                "The Output Information Sequence references instances that are not in the "
+                f"image store: {', '.join(missing)}",
+                attribute="OutputInformationSequence")
+        return verified | {r[2] for r in refs}
+    # -- (end) ------------------------------------------------------------------------
 
     # -- request cancel (N-ACTION 2, PS3.4 CC.2.2; UPS-RS 11.8) ----------------------
     def request_cancel(self, uid: str, info: Dataset | Json | None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, create_engine, event, exists, func, insert, select, update
+from sqlalchemy import and_, create_engine, distinct, event, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
@@ -67,6 +67,11 @@ def _sqlite_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Fewer, larger checkpoints (each one syncs the database file) and a page cache
+    # that holds the indexes of a large worklist.
+    cur.execute("PRAGMA wal_autocheckpoint=10000")
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.execute("PRAGMA mmap_size=268435456")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA case_sensitive_like=ON")  # PS3.4 C.2.2.2.4 is case-sensitive
     cur.close()
@@ -83,6 +88,7 @@ def _sqlite_begin(conn: Connection) -> None:
 _INSERT_WORKITEM = insert(workitems)
 _INSERT_HISTORY = insert(history)
 _INSERTS = {t.name: insert(t) for t in (performers, workitem_codes, requests)}
+_DENORMALISED = (performers, workitem_codes)
 
 
 class Store:
@@ -145,7 +151,7 @@ class Store:
         except IntegrityError:
             raise DuplicateWorkitem(f"A workitem with UID {uid} already exists") from None
         wid = result.inserted_primary_key[0]
-        self._insert_side_rows(conn, wid, fields)
+        self._insert_side_rows(conn, wid, fields, state)
         return wid
 
     def compare_and_set(self, conn: Connection, row: WorkitemRow, *, state: str,
@@ -168,14 +174,23 @@ class Store:
         if fields is not None:
             for table in (performers, workitem_codes, requests):
                 conn.execute(table.delete().where(table.c.workitem_id == row.id))
-            self._insert_side_rows(conn, row.id, fields)
+            self._insert_side_rows(conn, row.id, fields, state)
+        elif state != row.state:
+            for table in _DENORMALISED:
+                conn.execute(update(table).where(table.c.workitem_id == row.id)
+                             .values(state=state))
         return True
 
-    def _insert_side_rows(self, conn: Connection, wid: int, fields: IndexFields) -> None:
+    def _insert_side_rows(self, conn: Connection, wid: int, fields: IndexFields,
+                          state: str) -> None:
+        label = fields.columns.get("worklist_label")
         for table, rows in ((performers, fields.performers), (workitem_codes, fields.codes),
                             (requests, fields.requests)):
             if rows:
-                conn.execute(_INSERTS[table.name], [dict(r, workitem_id=wid) for r in rows])
+                extra = ({"state": state, "worklist_label": label} if table in _DENORMALISED
+                         else {})
+                conn.execute(_INSERTS[table.name],
+                             [dict(r, workitem_id=wid, **extra) for r in rows])
 
     def append_history(self, conn: Connection, *, uid: str, at: str, actor: str,
                        protocol: str, action: str, state_before: str | None,
@@ -202,8 +217,10 @@ class Store:
             page = [r.dataset for r in rows[:limit]]
             more = 0
             if len(rows) > limit:
-                total = conn.execute(select(func.count()).select_from(workitems)
-                                     .where(*clauses)).scalar_one()
+                count = _side_count(query)
+                if count is None:
+                    count = select(func.count()).select_from(workitems).where(*clauses)
+                total = conn.execute(count).scalar_one()
                 more = max(total - offset - limit, 0)
             return page, more
         page, matched, last_id = [], 0, 0
@@ -287,9 +304,43 @@ def _sql_for(cond: matching.Condition) -> Any:
     column = _COLUMNS.get(cond.tag)
     if column is not None:
         return _column_clause(cond, column)
+    side = _side_parts(cond)
+    if side is None:
+        return None
+    table, parts = side
+    return exists().where(table.c.workitem_id == workitems.c.id, *parts)
+
+
+def _side_count(query: matching.Query) -> Any:
+    """A count of the matches from one side-table index alone, when the query is a
+    sequence key on performers or workitem codes plus, at most, single values of
+    Procedure Step State and Worklist Label (copied into those tables); else None."""
+    side, same = None, []
+    for cond in query.filtering:
+        if cond.tag in _COPIED and isinstance(cond, matching.SingleValue):
+            same.append(cond)
+        elif side is None and cond.tag in _SEQUENCES and \
+                _SEQUENCES[cond.tag][0] in _DENORMALISED:
+            side = _side_parts(cond)
+            if side is None:
+                return None
+        else:
+            return None
+    if side is None:
+        return None
+    table, parts = side
+    parts += [table.c[_COPIED[c.tag]] == c.value for c in same]
+    return select(func.count(distinct(table.c.workitem_id))).where(*parts)
+
+
+_COPIED = {0x00741000: "state", 0x00741202: "worklist_label"}
+
+
+def _side_parts(cond: matching.Condition) -> tuple[Any, list[Any]] | None:
+    """The side table and the conditions on its columns for a sequence key on it."""
     if isinstance(cond, matching.SequenceMatch) and cond.tag in _SEQUENCES:
         table, keys, nested = _SEQUENCES[cond.tag]
-        parts = [table.c.workitem_id == workitems.c.id]
+        parts: list[Any] = []
         for sub in cond.conditions:
             if isinstance(sub, matching.Universal):
                 continue
@@ -303,7 +354,7 @@ def _sql_for(cond: matching.Condition) -> Any:
             if clause is None:
                 return None  # not all of the item is indexed: test the sequence in Python
             parts.append(clause)
-        return exists().where(*parts)
+        return table, parts
     return None
 
 

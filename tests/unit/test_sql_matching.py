@@ -462,3 +462,69 @@ def test_search_never_ignores_a_key(paged_service):
     ident.CommentsOnTheScheduledProcedureStep = "no such comment"
     assert paged_service.search(parse_identifier(ident)).items == []
     assert isinstance(parse_identifier(ident).conditions[0], matching.SingleValue)
+
+
+# -- counting from the side tables ---------------------------------------------------
+@pytest.fixture(scope="module")
+def readers_service() -> Iterator[WorklistService]:
+    """Workitems for readers r0-r2 in two worklists; some items name a reader twice
+    (two code items) or two readers; some are claimed or completed afterwards, so the
+    state copied into the side tables must follow."""
+    from worklist.sample import code_item, performer_item
+    with fresh_service() as service:
+        for i in range(30):
+            ds = sample_workitem(worklist_label=f"W{i % 2}")
+            perf = performer_item(f"r{i % 3}", "Reader")
+            if i % 5 == 0:
+                perf.HumanPerformerCodeSequence.append(code_item(f"r{i % 3}", "99X", "alias"))
+            ds.ScheduledHumanPerformersSequence = [perf] + (
+                [performer_item(f"r{(i + 1) % 3}", "Other")] if i % 7 == 0 else [])
+            ds.ScheduledWorkitemCodeSequence = [code_item("SEG" if i % 4 else "QA", "99W", "x")]
+            service.create(ds, UID_ROOT + f"9{i}", ACTOR)
+        for i in range(0, 30, 4):
+            uid, tx = UID_ROOT + f"9{i}", f"2.25.{i + 1}"
+            service.change_state(uid, "IN PROGRESS", tx, ACTOR)
+            if i % 8 == 0:
+                service.update(uid, final_state_attributes(), tx, ACTOR)
+                service.change_state(uid, "COMPLETED", tx, ACTOR)
+        yield service
+
+
+def _reader_query(code: str, label: str | None, state: str | None,
+                  seq: str = "ScheduledHumanPerformersSequence") -> Dataset:
+    ident = Dataset()
+    item, code_ds = Dataset(), Dataset()
+    code_ds.CodeValue = code
+    if seq == "ScheduledHumanPerformersSequence":
+        item.HumanPerformerCodeSequence = [code_ds]
+    else:
+        item = code_ds
+    setattr(ident, seq, [item])
+    if label:
+        ident.WorklistLabel = label
+    if state:
+        ident.ProcedureStepState = state
+    return ident
+
+
+@pytest.mark.parametrize("code", ["r0", "r1", "r2"])
+@pytest.mark.parametrize("label", [None, "W0", "W1"])
+@pytest.mark.parametrize("state", [None, "SCHEDULED", "IN PROGRESS", "COMPLETED"])
+def test_side_table_count_is_exact(readers_service, code, label, state):
+    # The "N additional results" of a page comes from the performers index alone for
+    # these queries; it must equal the number of matches Python finds.
+    from worklist.store import _side_count
+    query = parse_identifier(_reader_query(code, label, state))
+    assert _side_count(query) is not None
+    expected = [u for u in readers_service.search(query, limit=1000).items
+                if query.matches(json.loads(u))]
+    page = readers_service.search(query, limit=1)
+    assert page.remaining == max(len(expected) - 1, 0)
+
+
+@pytest.mark.parametrize("code", ["SEG", "QA"])
+@pytest.mark.parametrize("state", [None, "SCHEDULED", "IN PROGRESS"])
+def test_workitem_code_count_is_exact(readers_service, code, state):
+    query = parse_identifier(_reader_query(code, "W1", state, "ScheduledWorkitemCodeSequence"))
+    total = len(readers_service.search(query, limit=1000).items)
+    assert readers_service.search(query, limit=1).remaining == max(total - 1, 0)
