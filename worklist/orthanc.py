@@ -57,11 +57,19 @@ class OrthancClient:
 
     # -- plumbing ----------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise errors.ServiceUnavailable(f"The image store (Orthanc at {self.url}) cannot "
-                                            f"be reached: {exc}") from exc
+        for attempt in (1, 2):
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # Orthanc closes idle keep-alive connections (KeepAliveTimeout); a pooled
+                # connection may be dead when reused.  Our requests are all idempotent.
+                if attempt == 2:
+                    raise errors.ServiceUnavailable(f"The image store (Orthanc at {self.url}) "
+                                                    f"cannot be reached: {exc}") from exc
+            except httpx.HTTPError as exc:
+                raise errors.ServiceUnavailable(f"The image store (Orthanc at {self.url}) "
+                                                f"cannot be reached: {exc}") from exc
         if response.status_code == 404:
             raise OrthancNotFound(path)
         if response.status_code >= 400:

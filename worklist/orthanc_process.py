@@ -42,7 +42,8 @@ CONFIG_NAME = "orthanc.json"
 
 def render_config(*, http_port: int, dicom_port: int, aet: str = "ORTHANC",
                   modalities: dict[str, str] | None = None, stable_age: int | None = None,
-                  template: Path = CONFIG_TEMPLATE) -> dict[str, Any]:
+                  remote_http: bool = False, template: Path = CONFIG_TEMPLATE
+                  ) -> dict[str, Any]:
     """The template with our ports and peers.  ``modalities`` maps AE title to
     ``HOST:PORT``; those peers may store into Orthanc and be C-MOVE destinations.  Given,
     they replace the template's list (anything that is not a test keeps
@@ -52,6 +53,9 @@ def render_config(*, http_port: int, dicom_port: int, aet: str = "ORTHANC",
                StorageDirectory="storage", IndexDirectory="index")
     if stable_age is not None:
         cfg["StableAge"] = stable_age
+    if remote_http:
+        # Containers: the worklist reaches Orthanc over a private network, by host name.
+        cfg.update(RemoteAccessAllowed=True, DicomCheckModalityHost=False)
     if modalities is not None:
         table = {}
         for peer_aet, address in modalities.items():
@@ -154,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--aet", default="ORTHANC")
     render.add_argument("--modality", action="append", default=[], metavar="AET=HOST:PORT")
     render.add_argument("--stable-age", type=int)
+    render.add_argument("--remote-http", action="store_true",
+                        help="accept HTTP from other hosts (only on a private network)")
     wait = sub.add_parser("wait", help="wait until Orthanc answers GET /system")
     wait.add_argument("url")
     wait.add_argument("--timeout", type=float, default=30)
@@ -161,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "render":
         modalities = dict(m.split("=", 1) for m in args.modality) or None
         print(write_config(args.directory, http_port=args.http_port, dicom_port=args.dicom_port,
-                           aet=args.aet, modalities=modalities, stable_age=args.stable_age))
+                           aet=args.aet, modalities=modalities, stable_age=args.stable_age,
+                           remote_http=args.remote_http))
         return 0
     try:
         wait_ready(args.url, args.timeout)

@@ -412,6 +412,9 @@ class Router:
                 return []
         created = []
         now = _dt.datetime.now(_dt.timezone.utc)
+        with self.store.transaction() as conn:
+            done = {(r.rule, r.reader) for r in conn.execute(
+                select(routed.c.rule, routed.c.reader).where(routed.c.study_uid == study.uid))}
         for rule in self.rules:
             reason = rule.why_not(study.attrs)
             if reason is not None:
@@ -420,6 +423,8 @@ class Router:
             targets: list[Reader | None] = list(rule.readers) or [None]
             for k, reader in enumerate(targets, 1):
                 login = reader.login if reader else ""
+                if (rule.name, login) in done:
+                    continue  # routed before
                 uid = workitem_uid(study.uid, rule.name, login)
                 ds = build_workitem(rule, study, reader, k, ready=stable,
                                     aet=self.client.aet, dicomweb_url=self.client.dicomweb_url,

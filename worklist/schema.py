@@ -72,10 +72,13 @@ performers = Table(
     # this worklist for this reader" is counted from one index alone.
     Column("state", String(16)),
     Column("worklist_label", String(64)),
+    # 1 on the first row of each code value of a workitem: counting those rows counts
+    # workitems, without DISTINCT.
+    Column("first_of_code", Integer, nullable=False, default=1),
 )
 Index("ix_performers_workitem", performers.c.workitem_id)
 Index("ix_performers_code", performers.c.code_value, performers.c.worklist_label,
-      performers.c.state, performers.c.workitem_id)
+      performers.c.state, performers.c.first_of_code, performers.c.workitem_id)
 Index("ix_performers_name", performers.c.name)
 Index("ix_performers_org", performers.c.organization)
 
@@ -86,10 +89,11 @@ workitem_codes = Table(
     Column("coding_scheme", String(64)),
     Column("state", String(16)),
     Column("worklist_label", String(64)),
+    Column("first_of_code", Integer, nullable=False, default=1),
 )
 Index("ix_codes_workitem", workitem_codes.c.workitem_id)
 Index("ix_codes_code", workitem_codes.c.code_value, workitem_codes.c.worklist_label,
-      workitem_codes.c.state, workitem_codes.c.workitem_id)
+      workitem_codes.c.state, workitem_codes.c.first_of_code, workitem_codes.c.workitem_id)
 
 requests = Table(
     "workitem_requests", metadata,

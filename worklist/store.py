@@ -330,7 +330,18 @@ def _side_count(query: matching.Query) -> Any:
         return None
     table, parts = side
     parts += [table.c[_COPIED[c.tag]] == c.value for c in same]
+    if set(_columns_of(parts)) <= {"code_value", "state", "worklist_label"}:
+        # One row per workitem and code value: count rows, straight from the index.
+        return select(func.count()).select_from(table).where(*parts, table.c.first_of_code == 1)
     return select(func.count(distinct(table.c.workitem_id))).where(*parts)
+
+
+def _columns_of(clauses: list[Any]) -> Iterator[str]:
+    from sqlalchemy.sql import visitors
+    for clause in clauses:
+        for col in visitors.iterate(clause):
+            if getattr(col, "table", None) is not None and hasattr(col, "name"):
+                yield col.name
 
 
 _COPIED = {0x00741000: "state", 0x00741202: "worklist_label"}
@@ -486,4 +497,9 @@ def index_fields(ds: dict[str, Any]) -> IndexFields:
     req_rows = [dict(accession_number=_first(r, "AccessionNumber", "SH"),
                      requested_procedure_id=_first(r, "RequestedProcedureID", "SH"))
                 for r in _items(ds, "ReferencedRequestSequence")]
+    for rows in (perf_rows, code_rows):
+        seen = set()
+        for r in rows:
+            r["first_of_code"] = int(r["code_value"] not in seen)
+            seen.add(r["code_value"])
     return IndexFields(columns, perf_rows, code_rows, req_rows)

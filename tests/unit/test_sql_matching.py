@@ -528,3 +528,15 @@ def test_workitem_code_count_is_exact(readers_service, code, state):
     query = parse_identifier(_reader_query(code, "W1", state, "ScheduledWorkitemCodeSequence"))
     total = len(readers_service.search(query, limit=1000).items)
     assert readers_service.search(query, limit=1).remaining == max(total - 1, 0)
+
+
+@pytest.mark.parametrize("scheme", ["L", "99X"])
+@pytest.mark.parametrize("state", [None, "SCHEDULED"])
+def test_side_table_count_with_scheme_is_exact(readers_service, scheme, state):
+    ident = _reader_query("r0", None, state)
+    ident.ScheduledHumanPerformersSequence[0].HumanPerformerCodeSequence[0] \
+        .CodingSchemeDesignator = scheme
+    query = parse_identifier(ident)
+    total = len(readers_service.search(query, limit=1000).items)
+    assert total > 1
+    assert readers_service.search(query, limit=1).remaining == total - 1
