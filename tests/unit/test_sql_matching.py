@@ -538,5 +538,5 @@ def test_side_table_count_with_scheme_is_exact(readers_service, scheme, state):
         .CodingSchemeDesignator = scheme
     query = parse_identifier(ident)
     total = len(readers_service.search(query, limit=1000).items)
-    assert total > 1
+    assert total >= 1
     assert readers_service.search(query, limit=1).remaining == total - 1
