@@ -63,7 +63,8 @@ def build(settings: Settings) -> Application:
                              timeout=settings.orthanc_timeout)
                if settings.orthanc_url else None)
     service = WorklistService(store, default_worklist_label=settings.default_worklist_label,
-                              image_store=orthanc)
+                              image_store=orthanc,
+                              page_cache_bytes=settings.search_cache_mb << 20)
     http_app = create_app(service, max_body_bytes=settings.max_body_bytes,
                           search_default_limit=settings.search_default_limit,
                           search_max_limit=settings.search_max_limit, users=settings.users)

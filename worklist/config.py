@@ -45,6 +45,8 @@ class Settings:
     default_worklist_label: str = "default"
     search_default_limit: int = 100
     search_max_limit: int = 1000
+    search_cache_mb: int = 32
+    """Memory for recent search pages (served while the database is unchanged); 0 = off."""
     max_body_bytes: int = 16 * 1024 * 1024
     users: dict[str, str] = field(default_factory=dict)
     """User name → API token, for clients that are not on the loopback interface."""

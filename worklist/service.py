@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from . import errors, iod, matching
 from .dicomjson import (CheckedJson, attribute_name, check_json, check_uid, dataset_to_json_dict,
                         dumps, first, has_value, put, sorted_json, tag_key, values)
+from .cache import PageCache
 from .errors import Warning
 from .events import EventPublisher, EventType, NullPublisher, UPSEvent
 from .orthanc import ImageStore, output_references
@@ -106,6 +107,7 @@ class WorklistService:
         self.default_worklist_label = default_worklist_label
         self.clock = clock
         self.fill_cancel_defaults = fill_cancel_defaults
+        self.pages = PageCache(max_bytes=page_cache_bytes)
 
     # -- helpers -----------------------------------------------------------------
     def _now(self) -> str:
@@ -396,9 +398,15 @@ class WorklistService:
 
     # -- search (C-FIND, PS3.4 CC.2.8; UPS-RS Search, PS3.18 11.9) ------------------
     def search(self, query: matching.Query, *, offset: int = 0, limit: int = 100) -> SearchResult:
-        with self.store.transaction() as conn:
-            items, remaining = self.store.search(conn, query, offset=offset, limit=limit)
-        return SearchResult(items, remaining)
+        """One page of matches in creation order and how many more there are.  A page
+        read while the database has not changed since is served from the page cache."""
+        def compute() -> SearchResult:
+            with self.store.transaction() as conn:
+                items, remaining = self.store.search(conn, query, offset=offset, limit=limit)
+            return SearchResult(items, remaining)
+
+        return self.pages.get_or_compute((query, offset, limit), self.store.version(), compute,
+                                         lambda r: sum(map(len, r.items)))
 
     def iter_search(self, query: matching.Query, *, first_batch: int = 16,
                     batch: int = 500) -> Iterator[str]:

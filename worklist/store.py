@@ -102,6 +102,29 @@ class Store:
         # wake the moment the writer before them commits; other processes still meet
         # the busy timeout.
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._watch: Any = None
+        self._watch_lock = threading.Lock()
+
+    def version(self) -> int | None:
+        """A number that changes whenever any connection, in any process, commits a
+        change to the database; None where the database cannot say cheaply.
+
+        SQLite: PRAGMA data_version of a connection of our own that never writes, so
+        every commit (ours included) is another connection's."""
+        if self.dialect != "sqlite":
+            return None
+        with self._watch_lock:
+            try:
+                if self._watch is None:
+                    self._watch = self.engine.raw_connection()
+                cur = self._watch.cursor()
+                cur.execute("PRAGMA data_version")
+                value = cur.fetchone()[0]
+                cur.close()
+                return int(value)
+            except DBAPIError:
+                self._watch = None
+                return None
 
     # -- units of work ---------------------------------------------------------
     @contextlib.contextmanager

@@ -954,3 +954,32 @@ def test_processes_race_to_claim(service, db_url):
             service.update(uid, make(ProcedureStepLabel="x"), generate_uid(), ACTOR)
         service.update(uid, make(ProcedureStepLabel="done by " + winners[0][0]), tx, ACTOR)
         assert service.state_of(uid) == P
+
+
+# -- the page cache ------------------------------------------------------------------
+def test_cached_pages_follow_every_change(tmp_path):
+    """A page is served from the cache only while the database is unchanged: a change
+    by this service, or by another process's connection to the same file, is seen by
+    the very next search."""
+    url = "sqlite:///" + str(tmp_path / "shared.db")
+    ours, theirs = WorklistService(open_store(url)), WorklistService(open_store(url))
+    query = matching.parse_identifier(make(WorklistLabel="CACHE", ProcedureStepState="SCHEDULED"))
+    uids = [ours.create(sample_workitem(worklist_label="CACHE", with_uid=True), None, ACTOR).uid
+            for _ in range(3)]
+    first = ours.search(query, limit=2)
+    assert ours.search(query, limit=2) == first and ours.pages.hits >= 1
+    claim(theirs, uids[0])                      # another connection changes the data
+    after = ours.search(query, limit=2)
+    assert uids[0] not in "".join(after.items) and after.remaining == 0
+    claim(ours, uids[1])                        # and so does this service
+    assert [json.loads(t)["00080018"]["Value"][0] for t in ours.search(query).items] == \
+        [uids[2]]
+    assert ours.pages.misses >= 3
+
+
+def test_postgres_pages_are_not_cached(postgres):
+    svc = WorklistService(open_store(postgres.new_database()))
+    query = matching.parse_identifier(make(WorklistLabel="X"))
+    svc.search(query)
+    svc.search(query)
+    assert svc.store.version() is None and svc.pages.hits == 0
