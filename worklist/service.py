@@ -100,7 +100,8 @@ class WorklistService:
                  default_worklist_label: str = "default",
                  clock: Callable[[], _dt.datetime] = _utc_now,
                  fill_cancel_defaults: bool = True,
-                 image_store: ImageStore | None = None) -> None:
+                 image_store: ImageStore | None = None,
+                 page_cache_bytes: int = 32 << 20) -> None:
         self.store = store
         self.image_store = image_store  # issue 5: outputs verified at completion
         self.events = events or NullPublisher()
