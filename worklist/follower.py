@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import select
@@ -60,9 +61,10 @@ class Follower:
     """The thread that follows ``/changes`` and hands studies to the :class:`Router`."""
 
     def __init__(self, client: OrthancClient, router: Router, cursor: CursorStore, *,
-                 poll_seconds: float = 1.0, batch: int = 100) -> None:
+                 poll_seconds: float = 1.0, batch: int = 100, workers: int = 4) -> None:
         self.client, self.router, self.cursor = client, router, cursor
-        self.poll_seconds, self.batch = poll_seconds, batch
+        self.poll_seconds, self.batch, self.workers = poll_seconds, batch, workers
+        self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,6 +77,27 @@ class Follower:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _handle_study(self, item: tuple[str, list[bool]]) -> None:
+        orthanc_id, flags = item
+        for stable in flags:
+            if self._stop.is_set():
+                raise errors.ServiceUnavailable("stopping")  # the page is redone next time
+            try:
+                created = self.router.route(orthanc_id, stable=stable)
+            except errors.ServiceUnavailable:
+                raise  # Orthanc or the database: retry this page later
+            except errors.UPSError as exc:  # e.g. an attribute the service refuses
+                log.warning("study %s could not be routed; skipped: %s", orthanc_id, exc.message)
+                continue
+            except Exception:  # an odd study never stops the feed (issue 5, bad input)
+                log.exception("study %s could not be routed; skipped", orthanc_id)
+                continue
+            if created:
+                log.info("study %s: %d workitem(s) created", orthanc_id, len(created))
 
     def _run(self) -> None:
         backoff = 0.0
@@ -85,6 +108,8 @@ class Follower:
                 if done:
                     self._stop.wait(self.poll_seconds)
             except Exception as exc:  # Orthanc down, database busy, a bug: never die
+                if self._stop.is_set():
+                    break
                 backoff = min(_MAX_BACKOFF, max(0.25, backoff * 2))
                 level = logging.WARNING if isinstance(exc, errors.UPSError) else logging.ERROR
                 log.log(level, "following Orthanc failed (%s); retrying in %.1f s", exc, backoff,
@@ -101,25 +126,22 @@ class Follower:
                         "database? Following it from the start", page.get("Last"), since)
             self.cursor.save(0)
             return False
+        # One task per study, in feed order within it; studies in parallel (a burst of
+        # StableStudy changes would otherwise queue behind each other).  The cursor moves
+        # past the page only when all of it is handled; a retry redoes it, idempotently.
+        work: dict[str, list[bool]] = {}
         for change in changes:
-            if self._stop.is_set():
-                return True
             stable = _HANDLED.get(change.get("ChangeType", ""))
             if stable is not None and change.get("ResourceType") == "Study":
-                try:
-                    created = self.router.route(change["ID"], stable=stable)
-                except errors.ServiceUnavailable:
-                    raise  # Orthanc or the database: retry this change later
-                except errors.UPSError as exc:  # e.g. an attribute the service refuses
-                    log.warning("study %s could not be routed; skipped: %s", change["ID"],
-                                exc.message)
-                    created = []
-                except Exception:  # an odd study never stops the feed (issue 5, bad input)
-                    log.exception("study %s could not be routed; skipped", change["ID"])
-                    created = []
-                if created:
-                    log.info("study %s: %d workitem(s) created", change["ID"], len(created))
-            self.cursor.save(int(change["Seq"]))
+                flags = work.setdefault(change["ID"], [])
+                if not flags or flags[-1] != stable:
+                    flags.append(stable)
+        if work:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="orthanc-route")
+            list(self._pool.map(self._handle_study, work.items()))
+        if changes:
+            self.cursor.save(int(changes[-1]["Seq"]))
         if not changes and page.get("Last") is not None and int(page["Last"]) > since:
             self.cursor.save(int(page["Last"]))
         return bool(page.get("Done", True))

@@ -434,19 +434,22 @@ class Router:
                     created.append(uid)
                 except errors.DuplicateWorkitem:
                     pass  # routed before (perhaps before a crash): idempotent
-                self._remember(study.uid, rule.name, login, uid)
+                self._remember(study.uid, rule.name, login, uid,
+                               ready=stable and uid in created)
         if stable:
             self._make_ready(study)
         return created
 
-    def _remember(self, study_uid: str, rule: str, reader: str, uid: str) -> None:
+    def _remember(self, study_uid: str, rule: str, reader: str, uid: str, *,
+                  ready: bool) -> None:
         with self.store.transaction(write=True) as conn:
             exists = conn.execute(select(routed.c.workitem_uid).where(
                 routed.c.study_uid == study_uid, routed.c.rule == rule,
                 routed.c.reader == reader)).first()
             if exists is None:
                 conn.execute(routed.insert().values(study_uid=study_uid, rule=rule,
-                                                    reader=reader, workitem_uid=uid, ready=False))
+                                                    reader=reader, workitem_uid=uid,
+                                                    ready=ready))
 
     def _make_ready(self, study: StudyInfo) -> None:
         """StableStudy: complete the Input Information Sequence and set READY (PS3.4

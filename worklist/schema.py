@@ -170,13 +170,12 @@ routed = Table(
 """One row per (study, rule, reader) a rule was applied to: idempotent routing."""
 
 
-def _v3(conn: Connection) -> None:
+def _v2(conn: Connection) -> None:
+    """Orthanc follower: the change-feed cursor and the routed studies."""
     routing_metadata.create_all(conn)
 
 
-# TEMPORARY: registered as 2 until the subscription migration takes number 2 (issue 5
-# reserves 3 for itself); then change the key to 3.
-MIGRATIONS = {1: _v1, 2: _v3}
+MIGRATIONS = {1: _v1, 2: _v2}
 """Version → the step that brings the schema from version-1 to it."""
 
 SCHEMA_VERSION = max(MIGRATIONS)
