@@ -308,8 +308,8 @@ def parse_condition(tag: int, vr: str, raw: Any, *, fuzzy: bool = False) -> Cond
                                  "C.2.2.2.2)")
     if raw is None:
         return Universal(tag, vr)
-    text = person_name_text(raw) if vr == "PN" else str(raw)
-    if "\x00" in text.rstrip("\x00 "):
+    text = (person_name_text(raw) if vr == "PN" else str(raw)).rstrip("\x00")  # UI padding
+    if "\x00" in text:
         # No stored value holds one (PS3.5 6.1.3), and PostgreSQL cannot compare it.
         raise InvalidRequest(f"{name}: the value contains a NUL character")
     if text == '""':

@@ -538,3 +538,15 @@ class TestInvalidKeys:
                                   PatientID="P1"))
         assert len(q.conditions) == 1
         assert q.return_tags == (0x00100020,)
+
+
+@pytest.mark.parametrize("keyword", ["PatientName", "PatientID", "WorklistLabel"])
+def test_nul_inside_a_key_value_is_refused_and_padding_is_not(keyword):
+    # PostgreSQL cannot compare text holding NUL; no stored value holds one (PS3.5 6.1.3).
+    # Trailing NULs are padding (UI) and are stripped, for every VR alike.
+    ident = Dataset()
+    setattr(ident, keyword, "a\x00b")
+    with pytest.raises(errors.InvalidRequest, match="NUL"):
+        parse_identifier(ident)
+    setattr(ident, keyword, "\x00")
+    assert isinstance(parse_identifier(ident).conditions[0], matching.Universal)
