@@ -327,15 +327,8 @@ def _label(rule: Rule, study: StudyInfo, reader: Reader | None, k: int) -> str:
 def build_workitem(rule: Rule, study: StudyInfo, reader: Reader | None, k: int, *,
                    ready: bool, aet: str, dicomweb_url: str, now: _dt.datetime) -> dict[str, Any]:
     """The N-CREATE dataset (PS3.4 Table CC.2.5-3, every Type 1 and 2 attribute)."""
-    from .sample import performer_item
+    from .sample import new_workitem, performer_item
 
-    dt = now_dt(lambda: now)
-    ds = Dataset()
-    ds.TransactionUID = ""
-    ds.ProcedureStepState = "SCHEDULED"
-    ds.ScheduledProcedureStepPriority = rule.priority
-    ds.ProcedureStepLabel = _label(rule, study, reader, k)
-    ds.WorklistLabel = rule.worklist_label
     params = []
     if rule.label_set:
         item = Dataset()
@@ -343,49 +336,26 @@ def build_workitem(rule: Rule, study: StudyInfo, reader: Reader | None, k: int, 
         item.ConceptNameCodeSequence = [code_item(*LABEL_SET_CONCEPT)]
         item.TextValue = rule.label_set
         params.append(item)
-    ds.ScheduledProcessingParametersSequence = params
-    ds.ScheduledStationNameCodeSequence = []
-    ds.ScheduledStationClassCodeSequence = []
-    ds.ScheduledStationGeographicLocationCodeSequence = []
-    ds.ScheduledHumanPerformersSequence = (
+    ds = new_workitem(
+        label=_label(rule, study, reader, k), worklist_label=rule.worklist_label,
+        priority=rule.priority, start=now_dt(lambda: now),
+        workitem_code=code_item(*rule.workitem_code),
         # Human Performer's Organization is Type 1 (PS3.4 Table CC.2.5-3): the project
         # stands in when the rule names none.
-        [performer_item(reader.login, reader.name, reader.organization or rule.worklist_label)]
-        if reader else [])
-    ds.ScheduledProcedureStepStartDateTime = dt
-    if rule.expected_completion is not None:
-        ds.ExpectedCompletionDateTime = now_dt(lambda: now + rule.expected_completion)
-    ds.ScheduledWorkitemCodeSequence = [code_item(*rule.workitem_code)]
-    ds.CommentsOnTheScheduledProcedureStep = ""
-    ds.InputReadinessState = "READY" if ready else "INCOMPLETE"
-    ds.InputInformationSequence = input_information(study, aet, dicomweb_url)
-    ds.OutputDestinationSequence = output_destination(aet, dicomweb_url)
-    ds.StudyInstanceUID = study.uid  # outputs join the input study (annotation-model §3.4)
-    ds.PatientName = study.first("PatientName")
-    ds.PatientID = study.first("PatientID")
-    ds.IssuerOfPatientID = ""
-    ds.IssuerOfPatientIDQualifiersSequence = []
-    ds.OtherPatientIDsSequence = []
-    ds.PatientBirthDate = study.first("PatientBirthDate")
-    ds.PatientSex = study.first("PatientSex")
-    ds.AdmissionID = ""
-    ds.IssuerOfAdmissionIDSequence = []
-    ds.AdmittingDiagnosesDescription = ""
-    ds.AdmittingDiagnosesCodeSequence = []
-    request = Dataset()
-    request.StudyInstanceUID = study.uid
-    request.AccessionNumber = study.first("AccessionNumber")[:16]
-    request.IssuerOfAccessionNumberSequence = []
-    request.PlacerOrderNumberImagingServiceRequest = ""
-    request.OrderPlacerIdentifierSequence = []
-    request.FillerOrderNumberImagingServiceRequest = ""
-    request.OrderFillerIdentifierSequence = []
-    request.RequestedProcedureID = ""
-    request.RequestedProcedureDescription = study.first("StudyDescription")[:64]
-    request.RequestedProcedureCodeSequence = []
-    ds.ReferencedRequestSequence = [request]
-    ds.ProcedureStepProgressInformationSequence = []
-    ds.UnifiedProcedureStepPerformedProcedureSequence = []
+        performers=([performer_item(reader.login, reader.name,
+                                    reader.organization or rule.worklist_label)]
+                    if reader else []),
+        expected_completion=(now_dt(lambda: now + rule.expected_completion)
+                             if rule.expected_completion is not None else None),
+        readiness="READY" if ready else "INCOMPLETE",
+        processing_parameters=params,
+        inputs=input_information(study, aet, dicomweb_url),
+        outputs=output_destination(aet, dicomweb_url),
+        study_uid=study.uid,  # outputs join the input study (annotation-model §3.4)
+        patient_name=study.first("PatientName"), patient_id=study.first("PatientID"),
+        birth_date=study.first("PatientBirthDate"), sex=study.first("PatientSex"),
+        accession=study.first("AccessionNumber")[:16],
+        procedure_description=study.first("StudyDescription")[:64])
     return dataset_to_json_dict(ds)
 
 

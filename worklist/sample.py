@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from .dicomjson import dataset_to_json_dict
 
-__all__ = ["sample_workitem", "sample_workitem_json", "code_item", "performer_item",
+__all__ = ["new_workitem", "sample_workitem", "sample_workitem_json", "code_item", "performer_item",
            "final_state_attributes"]
 
 
@@ -29,44 +29,51 @@ def performer_item(login: str, name: str, organization: str = "Reading Lab") -> 
     return item
 
 
-def sample_workitem(*, worklist_label: str = "default", performer: str | None = None,
-                    patient_id: str = "PAT001", patient_name: str = "Doe^Jane",
-                    study_uid: str | None = None, label: str = "Segment liver lesions",
-                    priority: str = "MEDIUM", start: str = "20261122090000",
-                    accession: str = "ACC0001", with_uid: bool = False) -> Dataset:
+def new_workitem(*, label: str, worklist_label: str, priority: str, start: str,
+                 workitem_code: Dataset, study_uid: str, patient_name: str = "",
+                 patient_id: str = "", birth_date: str = "", sex: str = "",
+                 accession: str = "", procedure_description: str = "",
+                 performers: list[Dataset] | None = None, readiness: str = "READY",
+                 processing_parameters: list[Dataset] | None = None,
+                 inputs: list[Dataset] | None = None,
+                 outputs: list[Dataset] | None = None,
+                 expected_completion: str | None = None) -> Dataset:
+    """An N-CREATE dataset with every attribute PS3.4 Table CC.2.5-3 requires at
+    creation: the given values, and the Type 2 attributes present and empty."""
     ds = Dataset()
-    if with_uid:
-        ds.SOPInstanceUID = generate_uid()
     ds.TransactionUID = ""
     ds.ProcedureStepState = "SCHEDULED"
     ds.ScheduledProcedureStepPriority = priority
     ds.ProcedureStepLabel = label
     ds.WorklistLabel = worklist_label
-    ds.ScheduledProcessingParametersSequence = []
+    ds.ScheduledProcessingParametersSequence = processing_parameters or []
     ds.ScheduledStationNameCodeSequence = []
     ds.ScheduledStationClassCodeSequence = []
     ds.ScheduledStationGeographicLocationCodeSequence = []
-    ds.ScheduledHumanPerformersSequence = ([performer_item(performer, performer.title())]
-                                           if performer else [])
+    ds.ScheduledHumanPerformersSequence = performers or []
     ds.ScheduledProcedureStepStartDateTime = start
-    ds.ScheduledWorkitemCodeSequence = [code_item("SEG", "99WORKLIST", "Segmentation")]
+    if expected_completion:
+        ds.ExpectedCompletionDateTime = expected_completion
+    ds.ScheduledWorkitemCodeSequence = [workitem_code]
     ds.CommentsOnTheScheduledProcedureStep = ""
-    ds.InputReadinessState = "READY"
-    ds.InputInformationSequence = []
-    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.InputReadinessState = readiness
+    ds.InputInformationSequence = inputs or []
+    if outputs is not None:
+        ds.OutputDestinationSequence = outputs
+    ds.StudyInstanceUID = study_uid
     ds.PatientName = patient_name
     ds.PatientID = patient_id
     ds.IssuerOfPatientID = ""
     ds.IssuerOfPatientIDQualifiersSequence = []
     ds.OtherPatientIDsSequence = []
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
     ds.AdmissionID = ""
     ds.IssuerOfAdmissionIDSequence = []
     ds.AdmittingDiagnosesDescription = ""
     ds.AdmittingDiagnosesCodeSequence = []
     request = Dataset()
-    request.StudyInstanceUID = ds.StudyInstanceUID
+    request.StudyInstanceUID = study_uid
     request.AccessionNumber = accession
     request.IssuerOfAccessionNumberSequence = []
     request.PlacerOrderNumberImagingServiceRequest = ""
@@ -74,11 +81,27 @@ def sample_workitem(*, worklist_label: str = "default", performer: str | None = 
     request.FillerOrderNumberImagingServiceRequest = ""
     request.OrderFillerIdentifierSequence = []
     request.RequestedProcedureID = ""
-    request.RequestedProcedureDescription = ""
+    request.RequestedProcedureDescription = procedure_description
     request.RequestedProcedureCodeSequence = []
     ds.ReferencedRequestSequence = [request]
     ds.ProcedureStepProgressInformationSequence = []
     ds.UnifiedProcedureStepPerformedProcedureSequence = []
+    return ds
+
+
+def sample_workitem(*, worklist_label: str = "default", performer: str | None = None,
+                    patient_id: str = "PAT001", patient_name: str = "Doe^Jane",
+                    study_uid: str | None = None, label: str = "Segment liver lesions",
+                    priority: str = "MEDIUM", start: str = "20261122090000",
+                    accession: str = "ACC0001", with_uid: bool = False) -> Dataset:
+    ds = new_workitem(
+        label=label, worklist_label=worklist_label, priority=priority, start=start,
+        workitem_code=code_item("SEG", "99WORKLIST", "Segmentation"),
+        study_uid=study_uid or generate_uid(), patient_name=patient_name,
+        patient_id=patient_id, accession=accession,
+        performers=[performer_item(performer, performer.title())] if performer else [])
+    if with_uid:
+        ds.SOPInstanceUID = generate_uid()
     return ds
 
 
