@@ -25,6 +25,7 @@ from worklist.values import Protocol
 
 from .query import parse_search
 from .security import AuthMiddleware
+from .subscribers import subscription_routes
 
 __all__ = ["create_app", "DICOM_JSON"]
 
@@ -248,6 +249,7 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         Route("/dicom-web/workitems/{uid}/state", change_state, methods=["PUT"]),
         Route("/dicom-web/workitems/{uid}/cancelrequest", cancel_request, methods=["POST"]),
         Route("/api/workitems/{uid}/history", workitem_history, methods=["GET"]),
+        *subscription_routes(service, _actor, _warning_header),
     ]
     app = Starlette(routes=routes, exception_handlers={
         errors.UPSError: on_ups_error, HTTPException: on_http_error, Exception: on_unexpected})

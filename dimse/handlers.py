@@ -162,9 +162,7 @@ class UPSHandlers:
         action = event.action_type
         if action in (ActionType.SUBSCRIBE, ActionType.UNSUBSCRIBE,
                       ActionType.SUSPEND_GLOBAL):
-            # Subscriptions and N-EVENT-REPORT delivery come with a later release.
-            return reply(Status.EVENT_REPORTS_NOT_SUPPORTED,
-                         "Subscriptions (N-ACTION 3-5) are not supported yet"), None
+            return self._subscription(event, action)
         if action not in (ActionType.CHANGE_STATE, ActionType.REQUEST_CANCEL):
             return reply(Status.NO_SUCH_ACTION,
                          f"No such Action Type ID {action}: UPS has 1 to 5"), None
@@ -187,6 +185,48 @@ class UPSHandlers:
                 attribute="TransactionUID")
         warning = self.service.change_state(uid, state, transaction_uid, actor_of(event))
         return warning_reply(warning), None
+
+    def _subscription(self, event: Any, action: int) -> tuple[Any, Dataset | None]:
+        """N-ACTION 3, 4, 5 (PS3.4 CC.2.3, Tables CC.2.3-1..3): the target is a workitem
+        or the well-known global (filtered) subscription UID."""
+        uid = _instance_uid(event.request.RequestedSOPInstanceUID,
+                            "Requested SOP Instance UID (0000,1001)")
+        info = decode_dataset(lambda: event.action_information, "Action Information")
+        if info is None:
+            info = Dataset()
+        elem = info.get((0x0074, 0x1234))
+        if elem is not None and elem.VM > 1:  # a backslash in the value: VM is 1
+            raise errors.InvalidArgumentValue("Receiving AE (0074,1234) must be one AE title",
+                                              attribute="ReceivingAE")
+        receiving_ae = str(elem.value or "") if elem is not None else ""
+        if not receiving_ae.strip():
+            raise errors.InvalidArgumentValue("Receiving AE (0074,1234) is missing from the "
+                                              "Action Information", attribute="ReceivingAE")
+        actor = actor_of(event)
+        if action == ActionType.SUBSCRIBE:
+            lock_text = str(info.get("DeletionLock", "") or "").strip().upper()
+            if lock_text not in ("TRUE", "FALSE"):
+                raise errors.InvalidArgumentValue(
+                    "Deletion Lock (0074,1230) must be TRUE or FALSE", attribute="DeletionLock")
+            # Table CC.2.3-1: the Matching Keys (filtered global only) travel as the other
+            # attributes of the Action Information, as in a C-FIND identifier.
+            keys = Dataset()
+            for elem in info:
+                if elem.tag not in (0x00741234, 0x00741230, 0x00080005):
+                    keys.add(elem)
+            warning = self.service.subscribe(uid, receiving_ae, lock_text == "TRUE",
+                                             keys if len(keys) else None, actor)
+            return warning_reply(warning), None
+        try:
+            if action == ActionType.UNSUBSCRIBE:
+                self.service.unsubscribe(uid, receiving_ae, actor)
+            else:
+                self.service.suspend_global(uid, receiving_ae, actor)
+        except errors.NoSuchSubscription:
+            # PS3.4 CC.2.3.1: in "Not Subscribed" the request changes nothing; the
+            # state table lists no failure for it.
+            pass
+        return int(Status.SUCCESS), None
 
     # -- N-EVENT-REPORT ------------------------------------------------------------
     def n_event_report(self, event: Any) -> tuple[Any, Dataset | None]:

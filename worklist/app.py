@@ -35,9 +35,32 @@ class Application:
     """The Orthanc client (issue 5), when ``orthanc_url`` is set."""
     router: Any = None
     follower: Any = None
+    purger: threading.Thread | None = None
+    senders: list[Any] = field(default_factory=list)
+    """N-EVENT-REPORT senders, one per peer AE (dimse.events)."""
     _stopping: threading.Event = field(default_factory=threading.Event)
 
+    def start_purger(self) -> None:
+        """Purge expired finished workitems every few minutes (``retention_hours``)."""
+        hours = self.settings.retention_hours
+        if hours <= 0 or self.purger is not None:
+            return
+        period = min(600.0, max(1.0, hours * 3600 / 10))
+
+        def run() -> None:
+            while not self._stopping.wait(period):
+                try:
+                    purged = self.service.purge_expired(hours * 3600)
+                    if purged:
+                        log.info("retention: purged %d finished workitems", len(purged))
+                except Exception:
+                    log.exception("retention: purge failed")
+
+        self.purger = threading.Thread(target=run, name="retention", daemon=True)
+        self.purger.start()
+
     def close(self) -> None:
+        self._stopping.set()
         if self.follower is not None:
             self.follower.stop()
             self.follower = None
@@ -46,6 +69,10 @@ class Application:
         if self.dimse is not None:
             self.dimse.stop()
             self.dimse = None
+        for sender in self.senders:
+            sender.stop()
+        self.senders = []
+        self.service.hub.stop()
         self.store.engine.dispose()
 
 
@@ -64,7 +91,10 @@ def build(settings: Settings) -> Application:
                if settings.orthanc_url else None)
     service = WorklistService(store, default_worklist_label=settings.default_worklist_label,
                               image_store=orthanc,
-                              page_cache_bytes=settings.search_cache_mb << 20)
+                              page_cache_bytes=settings.search_cache_mb << 20,
+                              # PS3.4 CC.2.3: a DIMSE subscriber must have a known address
+                              known_ae=lambda ae: ae in settings.peers,
+                              grant_deletion_locks=settings.grant_deletion_locks)
     http_app = create_app(service, max_body_bytes=settings.max_body_bytes,
                           search_default_limit=settings.search_default_limit,
                           search_max_limit=settings.search_max_limit, users=settings.users)
@@ -85,6 +115,11 @@ def _start_dimse(app: Application) -> None:
         log.warning("DIMSE adapter not available; serving UPS-RS only")
         return
     app.dimse = start_dimse(app.service, app.settings)
+    if app.settings.peers:
+        from dimse.events import start_event_senders
+        app.senders = start_event_senders(app.service, app.settings.peers,
+                                          app.settings.ae_title,
+                                          timeout=app.settings.dimse_timeout)
     log.info("DIMSE: AE %s listening on %s:%s", app.settings.ae_title, app.settings.http_host,
              app.settings.dimse_port)
 
@@ -98,6 +133,8 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app = build(settings)
     try:
+        _announce(app, "RESTARTED")
+        app.start_purger()
         _start_dimse(app)
         if app.follower is not None:
             app.follower.start()
@@ -110,8 +147,17 @@ def serve(settings: Settings) -> None:
                  settings.http_port, app.store.engine.url.render_as_string(hide_password=True))
         server.run()  # installs SIGTERM/SIGINT handlers and drains requests on shutdown
     finally:
+        _announce(app, "GOING DOWN")
         app.close()
         log.info("worklist stopped")
+
+
+def _announce(app: Application, scp_status: str) -> None:
+    """PS3.4 CC.2.4.3: SCP Status Change to the subscribers (into the outbox)."""
+    try:
+        app.service.announce_scp_status(scp_status)
+    except Exception:  # never keeps the server from starting or stopping
+        log.exception("cannot record the SCP Status Change %s", scp_status)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

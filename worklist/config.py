@@ -42,6 +42,11 @@ class Settings:
     max_associations: int = 16
     peers: dict[str, str] = field(default_factory=dict)
     """AE title → ``host:port`` of DICOM peers (event subscribers, C-MOVE destinations)."""
+    retention_hours: float = 0.0
+    """COMPLETED and CANCELED workitems unchanged this long are purged (410 Gone after),
+    unless a subscriber holds a Deletion Lock on them; 0 keeps them forever."""
+    grant_deletion_locks: bool = True
+    """False: subscriptions asking for a Deletion Lock get it refused (B301, PS3.4 CC.2.3)."""
     default_worklist_label: str = "default"
     search_default_limit: int = 100
     search_max_limit: int = 1000

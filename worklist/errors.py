@@ -27,7 +27,8 @@ __all__ = [
     "WrongTransactionUID", "AlreadyInProgress", "MayOnlyBecomeScheduledViaCreate",
     "FinalStateRequirementsNotMet", "NotInProgress", "AlreadyCompleted",
     "PerformerCannotBeContacted", "PerformerChoosesNotToCancel", "ActionNotAppropriate",
-    "ReceivingAEUnknown", "EventReportsNotSupported", "NotAuthorized", "ProcessingFailure",
+    "ReceivingAEUnknown", "EventReportsNotSupported", "NoSuchSubscription",
+    "deletion_lock_not_granted", "NotAuthorized", "ProcessingFailure",
     "ServiceUnavailable", "Warning",
 ]
 
@@ -226,6 +227,15 @@ class EventReportsNotSupported(UPSError):
     http_status = 403
 
 
+class NoSuchSubscription(UPSError):
+    """Unsubscribe or suspend of a subscription that does not exist (404, PS3.18 11.11.3,
+    11.12.3).  Over DIMSE the state table of PS3.4 CC.2.3.1 leaves "Not Subscribed"
+    unchanged, so the DIMSE adapter answers Success (see dimse.handlers)."""
+
+    status = Status.NO_SUCH_UPS
+    http_status = 404
+
+
 class NotAuthorized(UPSError):
     """0x0124: refused, not authorized (401/403 over HTTP)."""
 
@@ -255,3 +265,8 @@ class Warning:  # noqa: A001 - the Standard's term; never raised
 
     def __repr__(self) -> str:
         return f"Warning({self.status.name}, {self.text!r})"
+
+
+def deletion_lock_not_granted() -> Warning:
+    """PS3.4 Table CC.2.3-1 B301 / PS3.18 11.10.3 "Deletion Lock not granted." (with 201)."""
+    return Warning(Status.DELETION_LOCK_NOT_GRANTED, "Deletion Lock not granted.")

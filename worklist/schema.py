@@ -10,13 +10,14 @@ SQL tests one item at a time, as PS3.4 C.2.2.2.6 requires.
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text, text,
+    Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+    UniqueConstraint, text,
 )
 from sqlalchemy.engine import Connection
 
 __all__ = ["metadata", "workitems", "performers", "workitem_codes", "requests", "history",
            "tombstones", "schema_version", "SCHEMA_VERSION", "migrate", "orthanc_cursor",
-           "routed"]
+           "routed", "subscriptions", "events", "subscriber_cursors"]
 
 metadata = MetaData()
 
@@ -175,7 +176,58 @@ def _v2(conn: Connection) -> None:
     routing_metadata.create_all(conn)
 
 
-MIGRATIONS = {1: _v1, 2: _v2}
+# -- issue 4: subscriptions and the event outbox (migration 3) ----------------------------
+subscription_metadata = MetaData()
+
+subscriptions = Table(
+    "subscriptions", subscription_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ae_title", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),  # WORKITEM | GLOBAL | FILTERED
+    Column("workitem_uid", String(64)),  # WORKITEM only
+    Column("deletion_lock", Boolean, nullable=False, default=False),
+    Column("filter", Text),  # FILTERED: the Matching Keys as DICOM JSON
+    Column("suspended", Boolean, nullable=False, default=False),
+    # GLOBAL/FILTERED suspended: the last workitem id that existed at suspension (PS3.4
+    # CC.2.3.1: existing subscriptions stay, new workitems are no longer covered).
+    Column("covers_up_to", Integer),
+    # WORKITEM: True when the AE unsubscribed from this workitem while globally
+    # subscribed (PS3.4 CC.2.3.1: instance instructions override global ones).
+    Column("unsubscribed", Boolean, nullable=False, default=False),
+    Column("created_at", String(32), nullable=False),
+    UniqueConstraint("ae_title", "kind", "workitem_uid", name="uq_subscription"),
+)
+Index("ix_subscriptions_workitem", subscriptions.c.workitem_uid)
+
+events = Table(
+    "events", subscription_metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", String(32), nullable=False),
+    Column("workitem_uid", String(64), nullable=False),
+    Column("event_type", Integer, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("recipients", Text, nullable=False),
+)
+"""The append-only event outbox, written in the transaction of the change."""
+
+subscriber_cursors = Table(
+    "subscriber_cursors", subscription_metadata,
+    Column("ae_title", String(16), primary_key=True),
+    # "WS" (the UPS-RS WebSocket) or "DIMSE" (N-EVENT-REPORT): an AE may use both.
+    Column("channel", String(8), primary_key=True),
+    Column("delivered_seq", Integer, nullable=False),
+)
+
+
+def _v3(conn: Connection) -> None:
+    """Subscriptions (PS3.4 CC.2.3), the event outbox and per-subscriber cursors.
+
+    SQLite: a unique constraint treats NULL workitem UIDs as distinct, so global rows
+    are kept unique by the service (one write transaction at a time) as well."""
+    subscription_metadata.create_all(conn)
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}
 """Version → the step that brings the schema from version-1 to it."""
 
 SCHEMA_VERSION = max(MIGRATIONS)

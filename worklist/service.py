@@ -20,12 +20,14 @@ from . import errors, iod, matching
 from .dicomjson import (CheckedJson, attribute_name, check_json, check_uid, dataset_to_json_dict,
                         dumps, first, has_value, put, sorted_json, tag_key, values)
 from .cache import PageCache
+from .delivery import EventHub
 from .errors import Warning
 from .events import EventPublisher, EventType, NullPublisher, UPSEvent
 from .orthanc import ImageStore, output_references
 from .statemachine import Action, decide
 from .status import Status
 from .store import RawJson, Store, WorkitemRow, index_fields
+from .subscriptions import SubscriptionOperations, recipients, write_outbox
 from .values import UPS_PUSH, ProcedureStepStateValues as State, Protocol
 
 __all__ = ["Actor", "WorklistService", "SearchResult", "CreateResult", "now_dt"]
@@ -93,16 +95,23 @@ def _encode(ds: Json) -> str:
     return text
 
 
-class WorklistService:
-    """The UPS operations over one store."""
+class WorklistService(SubscriptionOperations):
+    """The UPS operations over one store (subscriptions: :mod:`worklist.subscriptions`)."""
 
     def __init__(self, store: Store, *, events: EventPublisher | None = None,
                  default_worklist_label: str = "default",
                  clock: Callable[[], _dt.datetime] = _utc_now,
                  fill_cancel_defaults: bool = True,
                  image_store: ImageStore | None = None,
-                 page_cache_bytes: int = 32 << 20) -> None:
+                 page_cache_bytes: int = 32 << 20,
+                 known_ae: Callable[[str], bool] | None = None,
+                 grant_deletion_locks: bool = True) -> None:
         self.store = store
+        self.known_ae = known_ae or (lambda ae: False)
+        """Whether events can reach ``ae`` over DIMSE (its address is configured)."""
+        self.grant_deletion_locks = grant_deletion_locks
+        self.hub = EventHub(self)
+        """Wakes the event channels when the outbox has grown (worklist.delivery)."""
         self.image_store = image_store  # issue 5: outputs verified at completion
         self.events = events or NullPublisher()
         self.default_worklist_label = default_worklist_label
@@ -123,9 +132,31 @@ class WorklistService:
             raise errors.NoSuchWorkitem(f"No workitem with UID {uid} is managed here")
         return row
 
+    def _emit(self, conn: Any, events: list[UPSEvent]) -> None:
+        """Write ``events`` to the outbox in the transaction of their change, each with
+        its recipients as the subscriptions stand now (worklist.subscriptions)."""
+        if not events:
+            return
+        seen: dict[str, tuple[int | None, Json | None]] = {}
+
+        def loader(uid: str) -> Callable[[], tuple[int | None, Json | None]]:
+            def load() -> tuple[int | None, Json | None]:
+                if uid not in seen:  # the workitem as this transaction leaves it
+                    row = self.store.get(conn, uid)
+                    seen[uid] = ((row.id, json.loads(row.dataset)) if row is not None
+                                 else (None, None))
+                return seen[uid]
+            return load
+
+        rows = [(event, recipients(conn, event.uid, loader(event.uid))) for event in events]
+        # The outbox time is the wall clock, not self.clock: it records when the event
+        # was written, and must not take a tick from the clock of the change.
+        write_outbox(conn, now_dt(_utc_now), rows)
+
     def _publish(self, events: list[UPSEvent]) -> None:
         if not events:
             return
+        self.hub.wake()
         try:
             self.events.publish(events)
         except Exception:  # delivery never fails the committed change
@@ -176,12 +207,13 @@ class WorklistService:
             self.store.insert(conn, uid, State.SCHEDULED.value, fields, text, now)
             self._history(conn, uid, actor, "CREATE", None, State.SCHEDULED.value,
                           RawJson('{"dataset":' + text + "}"), now)
-        label = fields.columns["worklist_label"]
-        events = [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label,
-                           created=True)]
-        assigned = _assigned(ds)
-        if assigned is not None:
-            events.append(UPSEvent(EventType.UPS_ASSIGNED, uid, assigned, label))
+            label = fields.columns["worklist_label"]
+            events = [UPSEvent(EventType.UPS_STATE_REPORT, uid, _state_report(ds), label,
+                               created=True)]
+            assigned = _assigned(ds)
+            if assigned is not None:
+                events.append(UPSEvent(EventType.UPS_ASSIGNED, uid, assigned, label))
+            self._emit(conn, events)
         self._publish(events)
         return CreateResult(uid)
 
@@ -216,6 +248,8 @@ class WorklistService:
                 row = self._load(conn, uid)
                 result = step(conn, row, self._now())
                 if result is not _RETRY:
+                    if isinstance(result, tuple):
+                        self._emit(conn, result[1])
                     break
         else:
             raise errors.ProcessingFailure(f"Workitem {uid} is being changed by many clients at "

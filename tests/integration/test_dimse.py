@@ -472,15 +472,19 @@ def test_request_cancel_statuses(server: DimseServer, service: WorklistService) 
         assert_status(assoc.send_n_action(None, 2, UPS_PUSH, generate_uid())[0], 0xC307)
 
 
-@pytest.mark.parametrize("action", [3, 4, 5])
-def test_subscriptions_not_supported_yet_is_c315(server: DimseServer, action: int) -> None:
+@pytest.mark.parametrize("action,expected", [(3, 0xC308), (4, 0x0000), (5, 0x0000)])
+def test_subscription_actions_without_peers(server: DimseServer, action: int,
+                                            expected: int) -> None:
+    # No peer is configured here: a subscribe is refused (C308, the Receiving AE has no
+    # known address); unsubscribe / suspend of nothing change nothing (PS3.4 CC.2.3.1).
+    # The subscription tests proper are in test_subscriptions_dimse.py.
     info = Dataset()
     info.ReceivingAE = SCU
     info.DeletionLock = "FALSE"
     with scu(server.port) as assoc:
         status, _ = assoc.send_n_action(info, action, UPS_PUSH, "1.2.840.10008.5.1.4.34.5",
                                         meta_uid=UPS_WATCH)
-    assert_status(status, 0xC315)
+    assert_status(status, expected)
 
 
 def test_unknown_action_type_is_0123(server: DimseServer) -> None:

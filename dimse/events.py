@@ -1,0 +1,157 @@
+"""UPS events to DIMSE subscribers: N-EVENT-REPORT (PS3.4 CC.2.4) from the outbox.
+
+One thread per configured peer AE (``Settings.peers``: only those can subscribe over
+DIMSE, anything else is refused with C308).  Each thread keeps an association to its
+peer open, proposing the UPS Event SOP Class with SCP/SCU Role Selection (the worklist
+is the SCP of UPS Event: scu_role=False, scp_role=True, as dcm4chee does), and sends
+the peer's events after its "DIMSE" delivery cursor in outbox order, one at a time
+(TCP_NODELAY: no Nagle delay per message); the cursor advances past the events
+answered Success (0000), once per batch.  A failure (no association, a refused
+context, a non-Success status) is retried with exponential backoff (0.5 s to 30 s)
+from the same event, so order is kept and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+
+from worklist.delivery import Channel
+
+from .server import _set_nodelay
+from worklist.values import UPS_EVENT, UPS_PUSH
+
+__all__ = ["EventSender", "start_event_senders"]
+
+log = logging.getLogger("worklist.dimse.events")
+_MIN_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
+_BATCH = 500
+
+
+def _report(payload: str) -> tuple[Dataset, int, str]:
+    """The event's dataset (no command group), Event Type ID and affected instance."""
+    ds = json.loads(payload)
+    event_type = int(ds.pop("00001002")["Value"][0])
+    uid = str(ds.pop("00001000")["Value"][0])
+    ds = {k: v for k, v in ds.items() if not k.startswith("0000")}
+    return Dataset.from_json(ds), event_type, uid
+
+
+class _Wakeup(Channel):
+    """A channel that only wakes its sender: events are read from the outbox."""
+
+    def offer(self, seq: int, payload: str) -> bool:
+        return True
+
+
+class EventSender:
+    """Delivers one peer AE's events over DIMSE, in order, until stopped."""
+
+    def __init__(self, service: Any, ae_title: str, address: str, *, calling_ae: str,
+                 timeout: float = 10.0) -> None:
+        self.service = service
+        self.ae_title = ae_title
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.calling_ae = calling_ae
+        self.timeout = timeout
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._channel = _Wakeup(ae_title, self._wake.set)
+        self._assoc: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"events-{ae_title}",
+                                        daemon=True)
+
+    def start(self) -> EventSender:
+        self._sent = self.service.delivery_cursor(self.ae_title, "DIMSE")
+        self.service.hub.attach(self._channel)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.service.hub.detach(self._channel)
+        self._thread.join(timeout=self.timeout + 5)
+        self._release()
+        self.service.hub.flush_cursors()
+
+    def _run(self) -> None:
+        backoff = _MIN_BACKOFF
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                pending = self.service.pending_events(self.ae_title, after=self._sent,
+                                                      limit=_BATCH, channel="DIMSE",
+                                                      newest=False)
+                sent = 0
+                try:
+                    for seq, payload in pending:
+                        if self._stop.is_set():
+                            break
+                        self._send(payload)
+                        sent = seq
+                finally:
+                    # Noted, and written by the hub with every other cursor at most every
+                    # 0.5 s: after a crash the peer may get some events again (at least
+                    # once), never miss one.
+                    if sent:
+                        self._sent = sent
+                        self.service.hub.note_delivered(self.ae_title, sent, "DIMSE")
+                if self._stop.is_set():
+                    return
+                backoff = _MIN_BACKOFF
+                if len(pending) == _BATCH:
+                    continue
+                self._wake.wait(self.service.hub.poll_seconds)
+            except Exception as exc:  # retried from the same event after a pause
+                log.warning("N-EVENT-REPORT to %s failed (%s); retrying in %.1f s",
+                            self.ae_title, exc, backoff)
+                self._release()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _send(self, payload: str) -> None:
+        ds, event_type, uid = _report(payload)
+        assoc = self._association()
+        status, _ = assoc.send_n_event_report(ds, event_type, UPS_PUSH, uid,
+                                              meta_uid=UPS_EVENT)
+        code = int(getattr(status, "Status", -1)) if status is not None else -1
+        if code != 0:
+            self._release()
+            raise RuntimeError(f"status 0x{code:04X}" if code >= 0 else "no response")
+
+    def _association(self) -> Any:
+        if self._assoc is not None and self._assoc.is_established:
+            return self._assoc
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.add_requested_context(UPS_EVENT)
+        role = build_role(UPS_EVENT, scu_role=False, scp_role=True)
+        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, ext_neg=[role],
+                             evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)])
+        if not assoc.is_established:
+            raise RuntimeError(f"no association with {self.ae_title} at "
+                               f"{self.host}:{self.port}")
+        self._assoc = assoc
+        return assoc
+
+    def _release(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is not None and assoc.is_established:
+            try:
+                assoc.release()
+            except Exception:  # pragma: no cover - the peer is gone anyway
+                assoc.abort()
+
+
+def start_event_senders(service: Any, peers: dict[str, str], calling_ae: str,
+                        timeout: float = 10.0) -> list[EventSender]:
+    """One running :class:`EventSender` per peer AE."""
+    return [EventSender(service, ae, addr, calling_ae=calling_ae, timeout=timeout).start()
+            for ae, addr in peers.items()]
