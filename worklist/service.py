@@ -148,7 +148,11 @@ class WorklistService(SubscriptionOperations):
                 return seen[uid]
             return load
 
-        rows = [(event, recipients(conn, event.uid, loader(event.uid))) for event in events]
+        to: dict[str, list[str]] = {}  # one lookup per workitem, not per event
+        for event in events:
+            if event.uid not in to:
+                to[event.uid] = recipients(conn, event.uid, loader(event.uid))
+        rows = [(event, to[event.uid]) for event in events]
         # The outbox time is the wall clock, not self.clock: it records when the event
         # was written, and must not take a tick from the clock of the change.
         write_outbox(conn, now_dt(_utc_now), rows)

@@ -39,7 +39,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from . import errors, matching
@@ -118,16 +118,20 @@ def _filter_query(text: str) -> matching.Query:
     return matching.parse_identifier(Dataset.from_json(text))
 
 
+# Built once: every change asks it, usually of an empty or small table.
+_RECIPIENTS = select(
+    subscriptions.c.ae_title, subscriptions.c.kind, subscriptions.c.filter,
+    subscriptions.c.suspended, subscriptions.c.covers_up_to, subscriptions.c.unsubscribed,
+).where(or_(subscriptions.c.workitem_uid == bindparam("uid"),
+            subscriptions.c.kind.in_((Kind.GLOBAL.value, Kind.FILTERED.value))))
+
+
 def recipients(conn: Connection, uid: str,
                load: Callable[[], tuple[int | None, dict[str, Any] | None]]) -> list[str]:
     """The AE titles an event about workitem ``uid`` goes to, now (see module doc).
     ``load()`` gives the workitem's id and dataset; it is called only when a suspended
     or filtered subscription needs them (most changes then cost one query)."""
-    rows = conn.execute(select(
-        subscriptions.c.ae_title, subscriptions.c.kind, subscriptions.c.filter,
-        subscriptions.c.suspended, subscriptions.c.covers_up_to, subscriptions.c.unsubscribed,
-    ).where(or_(subscriptions.c.workitem_uid == uid,
-                subscriptions.c.kind.in_((Kind.GLOBAL.value, Kind.FILTERED.value))))).all()
+    rows = conn.execute(_RECIPIENTS, {"uid": uid}).all()
     chosen: dict[str, None] = {}
     loaded: list[tuple[int | None, dict[str, Any] | None]] = []
 
