@@ -162,8 +162,3 @@ def _announce(app: Application, scp_status: str) -> None:
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(0)
-
-
-def install_default_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C before uvicorn takes over (e.g. during start-up)."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -27,7 +27,7 @@ from .errors import InvalidAttributeValue, InvalidRequest, NoSuchAttribute
 __all__ = [
     "parse_json", "check_json", "CheckedJson", "tag_key", "key_keyword", "values", "first", "has_value", "put",
     "sorted_json", "parse_json_dataset", "dataset_from_json_dict", "dataset_to_json_dict", "dumps",
-    "validate_dataset", "attribute_name", "element", "parse_tag", "check_uid", "normalize_dt",
+    "validate_dataset", "attribute_name", "parse_tag", "check_uid", "normalize_dt",
 ]
 
 _STRING_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "SH", "ST", "TM", "UC",
@@ -88,12 +88,6 @@ def put(d: dict[str, Any], keyword: str, vr: str, *vals: Any) -> None:
 def sorted_json(d: dict[str, Any]) -> dict[str, Any]:
     """The object with its attributes in tag order, as PS3.18 F.2 prints them."""
     return dict(sorted(d.items()))
-
-
-def element(ds: Dataset, keyword: str) -> Any:
-    """The DataElement of ``keyword`` in ``ds``, or None when absent."""
-    tag = tag_for_keyword(keyword)
-    return ds.get(tag) if tag is not None else None
 
 
 def attribute_name(tag: int) -> str:

@@ -24,7 +24,7 @@ from .errors import InvalidAttributeValue, InvalidRequest
 
 __all__ = [
     "Condition", "Universal", "SingleValue", "ListOfUID", "Wildcard", "Range", "EmptyValue",
-    "SequenceMatch", "Query", "parse_identifier", "parse_condition", "match_value",
+    "SequenceMatch", "Query", "parse_identifier", "parse_condition",
     "normalize_text", "person_name_text", "IGNORED_KEYS",
 ]
 
@@ -336,11 +336,6 @@ def _item_conditions(item: Dataset, fuzzy: bool) -> Iterable[Condition]:
         if elem.tag in IGNORED_KEYS:
             continue
         yield parse_condition(elem.tag, elem.VR, elem.value, fuzzy=fuzzy)
-
-
-def match_value(condition: Condition, ds: Dataset | dict[str, Any]) -> bool:
-    """Whether ``ds`` satisfies ``condition``."""
-    return condition.matches(ds.to_json_dict() if isinstance(ds, Dataset) else ds)
 
 
 @dataclass(frozen=True)
