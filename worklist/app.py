@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import Settings, SettingsError
 from .follower import CursorStore, Follower
+from .labelsets import LabelSetError, load_label_sets
 from .orthanc import OrthancClient
 from .routing import Router, RoutingError, parse_rules
 from .service import WorklistService
@@ -80,9 +81,10 @@ def build(settings: Settings) -> Application:
     """Open the database and build the service and the HTTP application."""
     from dicomweb.app import create_app
 
-    try:
-        rules = parse_rules(settings.routing_rules)  # refused before anything starts
-    except RoutingError as exc:
+    try:  # refused before anything starts
+        label_sets = load_label_sets(settings.label_sets_file or None)
+        rules = parse_rules(settings.routing_rules, label_sets)
+    except (RoutingError, LabelSetError) as exc:
         raise SettingsError(str(exc)) from None
     store = open_store(settings.database_url)
     orthanc = (OrthancClient(settings.orthanc_url, aet=settings.orthanc_aet,

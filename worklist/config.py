@@ -64,6 +64,8 @@ class Settings:
     orthanc_poll_seconds: float = 1.0
     """How long the follower sleeps when Orthanc's change feed is exhausted."""
     orthanc_timeout: float = 10.0
+    label_sets_file: str = ""
+    """TOML file of label sets (issue 6); empty: ``config/labelsets.toml``."""
     routing_rules: list[dict[str, Any]] | None = None
     """The ``[[routing.rules]]`` tables of the config file, validated by
     :func:`worklist.routing.parse_rules`; None: the default rule."""

@@ -41,6 +41,7 @@ from sqlalchemy import select
 
 from . import errors
 from .dicomjson import dataset_to_json_dict
+from .labelsets import LabelSet, LabelSetError, load_label_sets, to_processing_parameters
 from .orthanc import OrthancClient, OrthancNotFound
 from .sample import code_item
 from .schema import routed
@@ -65,8 +66,6 @@ _OFFSET = re.compile(r"^\s*(\d+)\s*(m|min|minutes?|h|hours?|d|days?)\s*$")
 _RANGE_VRS = {"DA", "DT", "TM"}
 _RANGE_BOUND = {"DA": re.compile(r"^\d{8}$"), "TM": re.compile(r"^\d{2,6}(\.\d{1,6})?$"),
                 "DT": re.compile(r"^\d{4,14}(\.\d{1,6})?([+-]\d{4})?$")}
-# Our private coding scheme for what the Standard has no code for (annotation-model §3.4).
-LABEL_SET_CONCEPT = ("LABELSET", "99WORKLIST", "Label set")
 
 
 class RoutingError(ValueError):
@@ -105,7 +104,8 @@ class Rule:
     workitem_code: tuple[str, str, str] = ("SEG", "99WORKLIST", "Segmentation")
     priority: str = "MEDIUM"
     expected_completion: _dt.timedelta | None = None
-    label_set: str | None = None
+    label_set: LabelSet | None = None
+    """The picklist the tasks carry (issue 6: Scheduled Processing Parameters)."""
     readers: tuple[Reader, ...] = ()
 
     def why_not(self, attrs: dict[str, list[str]]) -> str | None:
@@ -158,8 +158,11 @@ def _reader(value: Any, where: str) -> Reader:
                        f"not {value!r}")
 
 
-def parse_rules(raw: list[dict[str, Any]] | None) -> list[Rule]:
-    """Check and compile the ``[[routing.rules]]`` tables (None: :data:`DEFAULT_RULES`)."""
+def parse_rules(raw: list[dict[str, Any]] | None,
+                label_sets: dict[str, LabelSet] | None = None) -> list[Rule]:
+    """Check and compile the ``[[routing.rules]]`` tables (None: :data:`DEFAULT_RULES`).
+    A rule's ``label_set`` must name one of ``label_sets`` (default: the sets of
+    ``config/labelsets.toml``)."""
     if raw is None:
         raw = DEFAULT_RULES
     rules, names = [], set()
@@ -193,6 +196,17 @@ def parse_rules(raw: list[dict[str, Any]] | None) -> list[Rule]:
                 if not isinstance(spec[key], str) or not spec[key] or len(spec[key]) > 64:
                     raise RoutingError(f"{rule_id}, field {key}: a text of 1-64 characters")
                 kwargs[key] = spec[key]
+        if "label_set" in kwargs:
+            if label_sets is None:
+                try:
+                    label_sets = load_label_sets()
+                except LabelSetError as exc:
+                    raise RoutingError(str(exc)) from None
+            if kwargs["label_set"] not in label_sets:
+                known = ", ".join(sorted(label_sets)) or "none are defined"
+                raise RoutingError(f"{rule_id}, field label_set: no label set "
+                                   f"'{kwargs['label_set']}' (known: {known})")
+            kwargs["label_set"] = label_sets[kwargs["label_set"]]
         if "workitem_code" in spec:
             code = spec["workitem_code"]
             if isinstance(code, dict):
@@ -329,13 +343,7 @@ def build_workitem(rule: Rule, study: StudyInfo, reader: Reader | None, k: int, 
     """The N-CREATE dataset (PS3.4 Table CC.2.5-3, every Type 1 and 2 attribute)."""
     from .sample import new_workitem, performer_item
 
-    params = []
-    if rule.label_set:
-        item = Dataset()
-        item.ValueType = "TEXT"
-        item.ConceptNameCodeSequence = [code_item(*LABEL_SET_CONCEPT)]
-        item.TextValue = rule.label_set
-        params.append(item)
+    params = to_processing_parameters(rule.label_set) if rule.label_set else []
     ds = new_workitem(
         label=_label(rule, study, reader, k), worklist_label=rule.worklist_label,
         priority=rule.priority, start=now_dt(lambda: now),
