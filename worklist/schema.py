@@ -10,14 +10,15 @@ SQL tests one item at a time, as PS3.4 C.2.2.2.6 requires.
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+    Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
     UniqueConstraint, text,
 )
 from sqlalchemy.engine import Connection
 
 __all__ = ["metadata", "workitems", "performers", "workitem_codes", "requests", "history",
            "tombstones", "schema_version", "SCHEMA_VERSION", "migrate", "orthanc_cursor",
-           "routed", "subscriptions", "events", "subscriber_cursors"]
+           "routed", "subscriptions", "events", "subscriber_cursors", "results", "result_items",
+           "result_refs"]
 
 metadata = MetaData()
 
@@ -227,7 +228,78 @@ def _v3(conn: Connection) -> None:
     subscription_metadata.create_all(conn)
 
 
-MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}
+# -- issue 6: the result index, provenance of every linked SEG/SR (migration 4) ------------
+results_metadata = MetaData()
+
+results = Table(
+    "results", results_metadata,
+    Column("sop_instance_uid", String(64), primary_key=True),
+    Column("workitem_uid", String(64), nullable=False),
+    Column("worklist_label", String(64)),
+    Column("kind", String(8), nullable=False),  # SEG | SR
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("study_uid", String(64)),
+    Column("series_uid", String(64)),
+    Column("person_login", String(64)),
+    Column("person_name", String(324)),
+    Column("organization", String(64)),
+    Column("role", String(64)),
+    Column("device_name", String(64)),
+    Column("algorithm", String(324)),  # "name version" of each algorithm, "; "-joined
+    Column("content_datetime", String(21)),  # normalised UTC, as workitems.start_datetime
+    Column("verification_flag", String(16)),
+    Column("verifying_observer", String(324)),
+    Column("predecessors", Text),  # space-separated SOP Instance UIDs
+    Column("indexed_at", String(32), nullable=False),
+)
+"""One row per indexed SEG/SR instance, written with its workitem's change to COMPLETED.
+No foreign key to ``workitems``: the index outlives purged workitems."""
+Index("ix_results_worklist_reader", results.c.worklist_label, results.c.person_login)
+Index("ix_results_workitem", results.c.workitem_uid)
+Index("ix_results_reader", results.c.person_login, results.c.content_datetime)
+Index("ix_results_content_datetime", results.c.content_datetime)
+Index("ix_results_study", results.c.study_uid)
+
+result_items = Table(
+    "result_items", results_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("result_uid", String(64),
+           ForeignKey("results.sop_instance_uid", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # segment | measurement | evaluation
+    Column("label", String(64)),
+    Column("segment_number", Integer),
+    Column("property_type", String(64)),
+    Column("algorithm_type", String(16)),
+    Column("algorithm_name", String(64)),
+    Column("algorithm_version", String(64)),
+    Column("concept", String(64)),
+    Column("value", Float),
+    Column("unit", String(64)),
+    Column("text", Text),
+)
+Index("ix_result_items_result", result_items.c.result_uid, result_items.c.id)
+Index("ix_result_items_label", result_items.c.label)
+Index("ix_result_items_concept", result_items.c.concept, result_items.c.label)
+Index("ix_result_items_algorithm", result_items.c.algorithm_name)
+
+result_refs = Table(
+    "result_refs", results_metadata,
+    Column("result_uid", String(64),
+           ForeignKey("results.sop_instance_uid", ondelete="CASCADE"), primary_key=True),
+    Column("referenced_uid", String(64), primary_key=True),
+    Column("relation", String(16), primary_key=True),  # PREDECESSOR | INSTANCE | SERIES
+)
+"""What a result points at: a review SR's predecessors and evidence are how a verdict
+reaches the results it judges."""
+Index("ix_result_refs_referenced", result_refs.c.referenced_uid, result_refs.c.relation)
+
+
+def _v4(conn: Connection) -> None:
+    """The result index (issue 6): results, their items, their references."""
+    results_metadata.create_all(conn)
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 """Version → the step that brings the schema from version-1 to it."""
 
 SCHEMA_VERSION = max(MIGRATIONS)
