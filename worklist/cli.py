@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="print the history of a workitem")
     _common(history)
     history.add_argument("uid")
+    from .performer import add_parsers as performer_parsers  # issue 6: the performer's flow
+    performer_parsers(sub)
     return parser
 
 
@@ -92,7 +94,10 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _run(args: argparse.Namespace) -> int:
     from .errors import UPSError
+    from .performer import COMMANDS as PERFORMER_COMMANDS, run as run_performer
 
+    if args.command in PERFORMER_COMMANDS:  # clients of a server: no settings, no database
+        return run_performer(args)
     if args.command == "sample":
         from .sample import sample_workitem_json
         print(json.dumps(sample_workitem_json(worklist_label=args.worklist_label,
