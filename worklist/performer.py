@@ -1,0 +1,671 @@
+"""The performer's flow (issue 6, point 4): a command-line client that talks to the
+worklist only over UPS-RS and to the image store only over DICOMweb, as a viewer
+integration would.
+
+    worklist tasks [--pool] [--worklist LABEL] [--json]
+    worklist claim UID [--show-transaction-uid]
+    worklist fetch UID DIR
+    worklist submit UID --mask FILE [--inputs DIR] [--ai-input ALGO:VERSION] ...
+    worklist submit UID --verdict ACCEPTED|REJECTED [--reviewed SR_UID] [--comment TEXT]
+    worklist link UID SOP_UID... [--complete]
+
+The Transaction UID of a claim is the performer's lock (PS3.4 CC.1.1, CC.2.6.3): it is
+kept in ``$XDG_STATE_HOME/worklist/claims.json`` (mode 0600) and never printed unless
+asked.  Exit status: 0 done, 1 refused or failed (one line on stderr says why and at
+which step), 2 usage.
+
+Order of a submission (``worklist.submission``): everything is built and checked before
+anything is stored; then STOW-RS, then one Update that links the stored instances, then
+COMPLETED.  If the server refuses COMPLETED, the Update is reverted, so the task is
+exactly as before the submission (IN PROGRESS, nothing linked) and the message names the
+instances left in the image store and the ``worklist link`` command that links them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import getpass
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from .dicomjson import dataset_to_json_dict, first, tag_key, values
+from .upsclient import ClientError, DICOMwebClient, UPSClient
+
+__all__ = ["COMMANDS", "PerformerError", "Identity", "Claims", "Performer", "add_parsers",
+           "run", "now_dt", "performer_item", "output_information", "TOOL_CODE"]
+
+COMMANDS = ("tasks", "claim", "fetch", "submit", "link")
+SEG_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
+"""Segmentation Storage and Label Map Segmentation Storage."""
+SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+TOOL_CODE = ("WORKLIST-CLI", "99WORKLIST", "worklist performer command line")
+"""Performed Station Name Code Sequence (0040,4028) of what this client completes."""
+_PERFORMED = "UnifiedProcedureStepPerformedProcedureSequence"
+_PRIORITY_ORDER = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
+
+
+class PerformerError(Exception):
+    """A refusal or failure, said in one line a person can act on."""
+
+
+def now_dt() -> str:
+    """Now as a DICOM DT with its UTC offset (PS3.5 6.2)."""
+    t = _dt.datetime.now(_dt.timezone.utc).astimezone()
+    return t.strftime("%Y%m%d%H%M%S.%f") + t.strftime("%z")
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+# -- who I am -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Identity:
+    login: str
+    name: str | None = None
+    organization: str | None = None
+    role: str = "Reader"
+
+    def resolved(self, workitem: dict[str, Any]) -> Identity:
+        """Name and organization default to those the workitem schedules for my login
+        (Scheduled Human Performers Sequence), else the login itself."""
+        name, org = self.name, self.organization
+        for item in values(workitem, "ScheduledHumanPerformersSequence"):
+            codes = values(item, "HumanPerformerCodeSequence")
+            if codes and first(codes[0], "CodeValue") == self.login:
+                pn = first(item, "HumanPerformerName")
+                name = name or (pn.get("Alphabetic") if isinstance(pn, dict) else pn)
+                org = org if org is not None else first(item, "HumanPerformerOrganization")
+        return Identity(self.login, name or self.login, org or "", self.role)
+
+
+def performer_item(identity: Identity) -> Dataset:
+    """An Actual Human Performers Sequence (0040,4035) item: code = login (scheme ``L``,
+    meaning = name), as the Scheduled Human Performers items routing writes."""
+    item = Dataset()
+    item.HumanPerformerCodeSequence = [_code(identity.login, "L", (identity.name or
+                                                                   identity.login)[:64])]
+    item.HumanPerformerName = identity.name or identity.login
+    if identity.organization:
+        item.HumanPerformerOrganization = identity.organization
+    return item
+
+
+# -- the claims I hold --------------------------------------------------------------------
+class Claims:
+    """Transaction UIDs of my claims, per server, in ``DIR/claims.json`` (0600)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "claims.json"
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise PerformerError(f"{self.path} is not valid JSON ({exc}); fix or remove it")
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict[str, dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".claims-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def _key(server: str, uid: str) -> str:
+        return f"{server} {uid}"
+
+    def get(self, server: str, uid: str) -> str | None:
+        entry = self._read().get(self._key(server, uid))
+        return entry.get("transaction_uid") if entry else None
+
+    def put(self, server: str, uid: str, transaction_uid: str, login: str) -> None:
+        data = self._read()
+        data[self._key(server, uid)] = {"transaction_uid": transaction_uid, "login": login,
+                                        "claimed": now_dt()}
+        self._write(data)
+
+    def drop(self, server: str, uid: str) -> None:
+        data = self._read()
+        if data.pop(self._key(server, uid), None) is not None:
+            self._write(data)
+
+    def uids(self, server: str) -> list[str]:
+        prefix = f"{server} "
+        return [k[len(prefix):] for k in self._read() if k.startswith(prefix)]
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "worklist"
+
+
+# -- the Referenced Instances and Access Macro ----------------------------------------------
+def dicomweb_root(workitem: dict[str, Any]) -> str | None:
+    """The image store's DICOMweb root, from the Output Destination's STOW-RS URL
+    (``{root}/studies``, PS3.18 10.5.1), else from an input's WADO-RS Retrieve URL."""
+    for dest in values(workitem, "OutputDestinationSequence"):
+        for stow in values(dest, "STOWRSStorageSequence"):
+            url = first(stow, "StorageURL")
+            if url and "/studies" in url:
+                return url[:url.rindex("/studies")]
+    for item in values(workitem, "InputInformationSequence"):
+        for wado in values(item, "WADORSRetrievalSequence"):
+            url = first(wado, "RetrieveURL")
+            if url and "/studies" in url:
+                return url[:url.rindex("/studies")]
+    return None
+
+
+def stow_url(workitem: dict[str, Any]) -> str:
+    for dest in values(workitem, "OutputDestinationSequence"):
+        for stow in values(dest, "STOWRSStorageSequence"):
+            if first(stow, "StorageURL"):
+                return str(first(stow, "StorageURL"))
+    raise PerformerError("the task's Output Destination Sequence names no STOW-RS Storage URL: "
+                         "there is nowhere to store results")
+
+
+def destination_aet(workitem: dict[str, Any]) -> str | None:
+    for dest in values(workitem, "OutputDestinationSequence"):
+        for dicom in values(dest, "DICOMStorageSequence"):
+            if first(dicom, "DestinationAE"):
+                return str(first(dicom, "DestinationAE"))
+    return None
+
+
+def output_information(instances: list[tuple[str, str, str, str]], *, root: str,
+                       aet: str | None) -> list[Dataset]:
+    """Output Information Sequence (0040,4033) items, one per series: PS3.3 Table 10-3b
+    Referenced Instances and Access Macro (Type of Instances DICOM, study, series,
+    Referenced SOP Sequence) with a DICOM Retrieval item (the Destination AE) and a
+    WADO-RS Retrieval item.  ``instances``: (study, series, SOP class, SOP instance)."""
+    by_series: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for study, series, cls, uid in instances:
+        by_series.setdefault((study, series), []).append((cls, uid))
+    items = []
+    for (study, series), refs in by_series.items():
+        item = Dataset()
+        item.TypeOfInstances = "DICOM"
+        item.StudyInstanceUID, item.SeriesInstanceUID = study, series
+        seq = []
+        for cls, uid in refs:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = cls, uid
+            seq.append(ref)
+        item.ReferencedSOPSequence = seq
+        if aet:
+            dicom = Dataset()
+            dicom.RetrieveAETitle = aet
+            item.DICOMRetrievalSequence = [dicom]
+        wado = Dataset()
+        wado.RetrieveURL = f"{root}/studies/{study}/series/{series}"
+        item.WADORSRetrievalSequence = [wado]
+        items.append(item)
+    return items
+
+
+def output_instances(workitem: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(study, series, SOP class, SOP instance) already in the Output Information."""
+    out = []
+    for performed in values(workitem, _PERFORMED):
+        for item in values(performed, "OutputInformationSequence"):
+            for ref in values(item, "ReferencedSOPSequence"):
+                out.append((first(item, "StudyInstanceUID"), first(item, "SeriesInstanceUID"),
+                            first(ref, "ReferencedSOPClassUID"),
+                            first(ref, "ReferencedSOPInstanceUID")))
+    return out
+
+
+# -- the commands -------------------------------------------------------------------------
+@dataclass
+class Performer:
+    """One user's session against one worklist server."""
+
+    ups: UPSClient
+    web: DICOMwebClient
+    identity: Identity
+    claims: Claims
+    server: str
+
+    # -- tasks -----------------------------------------------------------------------------
+    def tasks(self, *, pool: bool = False, worklist: str | None = None) -> list[dict[str, Any]]:
+        """My open tasks: SCHEDULED or IN PROGRESS with my login as a Scheduled Human
+        Performer (PS3.4 C.2.2.2.6 sequence matching), the IN PROGRESS ones I claimed
+        from the pool, and with ``pool`` the READY unassigned ones."""
+        found: dict[str, dict[str, Any]] = {}
+        base = {"WorklistLabel": worklist} if worklist else {}
+        key = "ScheduledHumanPerformersSequence.HumanPerformerCodeSequence.CodeValue"
+        for state in ("SCHEDULED", "IN PROGRESS"):
+            for ds in self.ups.search(dict(base, ProcedureStepState=state,
+                                           **{key: self.identity.login})):
+                found[first(ds, "SOPInstanceUID")] = ds
+        for uid in self.claims.uids(self.server):
+            if uid in found:
+                continue
+            try:
+                ds = self.ups.retrieve(uid)
+            except ClientError as exc:
+                if exc.status == 404:
+                    self.claims.drop(self.server, uid)
+                    continue
+                raise
+            state = first(ds, "ProcedureStepState")
+            if state == "IN PROGRESS" and (not worklist or first(ds, "WorklistLabel") == worklist):
+                found[uid] = ds
+            elif state in ("COMPLETED", "CANCELED"):
+                self.claims.drop(self.server, uid)
+        rows = [self._row(ds, mine=True) for ds in found.values()]
+        if pool:
+            for ds in self.ups.search(dict(base, ProcedureStepState="SCHEDULED",
+                                           InputReadinessState="READY")):
+                uid = first(ds, "SOPInstanceUID")
+                if uid not in found and not values(ds, "ScheduledHumanPerformersSequence"):
+                    rows.append(self._row(ds, mine=False))
+        rows.sort(key=lambda r: (r["state"] != "IN PROGRESS", not r["mine"],
+                                 _PRIORITY_ORDER.get(r["priority"], 3), r["due"] or "~",
+                                 r["start"] or "", r["uid"]))
+        return rows
+
+    def _row(self, ds: dict[str, Any], *, mine: bool) -> dict[str, Any]:
+        uid = first(ds, "SOPInstanceUID")
+        return {"uid": uid, "state": first(ds, "ProcedureStepState"),
+                "readiness": first(ds, "InputReadinessState"),
+                "priority": first(ds, "ScheduledProcedureStepPriority"),
+                "label": first(ds, "ProcedureStepLabel") or "",
+                "worklist": first(ds, "WorklistLabel") or "",
+                "patient_id": first(ds, "PatientID") or "",
+                "due": first(ds, "ExpectedCompletionDateTime") or "",
+                "start": first(ds, "ScheduledProcedureStepStartDateTime") or "",
+                "mine": mine, "claimed": self.claims.get(self.server, uid) is not None}
+
+    # -- claim -----------------------------------------------------------------------------
+    def claim(self, uid: str) -> str:
+        """PS3.18 11.7 / PS3.4 CC.2.1.3: IN PROGRESS with a new Transaction UID, then
+        Actual Human Performers and Performed Procedure Step Start DateTime at once, so
+        the time on task is counted from the claim."""
+        from pydicom.uid import generate_uid
+
+        transaction_uid = generate_uid(prefix="2.25.")
+        try:
+            self.ups.change_state(uid, "IN PROGRESS", transaction_uid)
+        except ClientError as exc:
+            if exc.status == 404:
+                raise PerformerError(f"no task {uid} on {self.server}") from None
+            if exc.status == 409 and exc.dimse_status == "0xC302":
+                mine = " (by you, from another machine or state directory?)" \
+                    if self.claims.get(self.server, uid) else " by another performer"
+                raise PerformerError(f"task {uid} is already claimed (IN PROGRESS){mine}"
+                                     ) from None
+            raise PerformerError(f"claim refused: {exc.message}") from None
+        self.claims.put(self.server, uid, transaction_uid, self.identity.login)
+        workitem = self.ups.retrieve(uid)
+        identity = self.identity.resolved(workitem)
+        performed = _performed(workitem)
+        performed.ActualHumanPerformersSequence = [performer_item(identity)]
+        performed.PerformedProcedureStepStartDateTime = now_dt()
+        if "OutputInformationSequence" not in performed:
+            # N-SET Type 2 (PS3.4 Table CC.2.5-3): present, empty until results exist
+            performed.OutputInformationSequence = []
+        self._update(uid, transaction_uid, {_PERFORMED: [performed]}, step="recording the "
+                     "performer and start time after the claim")
+        return transaction_uid
+
+    def _transaction(self, uid: str) -> str:
+        tx = self.claims.get(self.server, uid)
+        if not tx:
+            raise PerformerError(f"you hold no claim on task {uid} here: run "
+                                 f"'worklist claim {uid}' first")
+        return tx
+
+    def _update(self, uid: str, tx: str, attrs: dict[str, Any], *, step: str) -> None:
+        ds = Dataset()
+        for keyword, value in attrs.items():
+            setattr(ds, keyword, value)
+        try:
+            self.ups.update(uid, tx, dataset_to_json_dict(ds))
+        except ClientError as exc:
+            raise PerformerError(f"{step}: {exc.message}") from None
+
+    # -- fetch -----------------------------------------------------------------------------
+    def fetch(self, uid: str, directory: Path) -> tuple[int, int]:
+        """Every input series over WADO-RS into ``DIR/<series>/<sop>.dcm``, plus
+        ``DIR/labels.json`` (the picklist) and ``DIR/task.json`` (the workitem)."""
+        from pydicom import dcmread
+
+        from .labelsets import from_workitem
+
+        workitem = self.ups.retrieve(uid)
+        directory.mkdir(parents=True, exist_ok=True)
+        count = 0
+        items = input_series(workitem)
+        for item in items:
+            target = directory / item.series_uid
+            target.mkdir(exist_ok=True)
+            got: set[str] = set()
+            for part in self._retrieve(item):
+                sop = str(dcmread(io.BytesIO(part), stop_before_pixels=True,
+                                  specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+                (target / f"{sop}.dcm").write_bytes(part)
+                got.add(sop)
+            item.check_complete(got)
+            count += len(got)
+        label_set = from_workitem(workitem)
+        (directory / "labels.json").write_text(json.dumps(
+            labels_json(label_set) if label_set else None, indent=2) + "\n")
+        (directory / "task.json").write_text(json.dumps(workitem, indent=1) + "\n")
+        return count, len(items)
+
+    def _retrieve(self, item: InputSeries) -> Iterator[bytes]:
+        if not item.url:
+            raise PerformerError(f"input series {item.series_uid} offers no WADO-RS Retrieve "
+                                 "URL (WADO-RS Retrieval Sequence)")
+        try:
+            yield from self.web.retrieve(item.url)
+        except ClientError as exc:
+            if exc.status == 404:
+                raise PerformerError(f"input series {item.series_uid} is missing from the image "
+                                     f"store (WADO-RS {item.url}: 404)") from None
+            raise PerformerError(f"fetching input series {item.series_uid}: "
+                                 f"{exc.message}") from None
+
+    # -- link ------------------------------------------------------------------------------
+    def link(self, uid: str, sop_uids: list[str], *, complete: bool = False,
+             dicomweb: str | None = None, comment: str | None = None) -> list[str]:
+        """Results another tool stored: found over QIDO-RS, added to the Output
+        Information Sequence by an Update (PS3.4 CC.2.6), and with ``complete`` the task
+        COMPLETED (the server's completion checks apply; if refused, the Update is
+        reverted)."""
+        tx = self._transaction(uid)
+        workitem = self.ups.retrieve(uid)
+        _require_in_progress(workitem, uid)
+        root = dicomweb or dicomweb_root(workitem)
+        if not root:
+            raise PerformerError("the task names no DICOMweb service (Output Destination or "
+                                 "input WADO-RS URL): give --dicomweb URL")
+        found = []
+        for sop in sop_uids:
+            try:
+                hits = self.web.search_instances(root, {
+                    "SOPInstanceUID": sop, "includefield": "00080016,0020000D,0020000E"})
+            except ClientError as exc:
+                raise PerformerError(f"looking up {sop}: {exc.message}") from None
+            if not hits:
+                raise PerformerError(f"instance {sop} is not in the image store ({root})")
+            hit = hits[0]
+            cls = first(hit, "SOPClassUID") or ""
+            if cls not in SEG_CLASSES and not cls.startswith(SR_PREFIX):
+                raise PerformerError(f"instance {sop} is not a Segmentation or Structured "
+                                     f"Report (SOP Class UID {cls}): not linked")
+            found.append((first(hit, "StudyInstanceUID"), first(hit, "SeriesInstanceUID"),
+                          cls, sop))
+        known = output_instances(workitem)
+        merged = known + [f for f in found if f[3] not in {k[3] for k in known}]
+        self.finish(uid, tx, workitem, merged, complete=complete, comment=comment)
+        return [f[3] for f in found]
+
+    def finish(self, uid: str, tx: str, workitem: dict[str, Any],
+               instances: list[tuple[str, str, str, str]], *, complete: bool,
+               comment: str | None = None, stored_note: str = "") -> None:
+        """Link ``instances`` (already in the image store) as the task's outputs, and
+        with ``complete`` change the state to COMPLETED; on a refused completion revert
+        the Update so the workitem is as it was."""
+        identity = self.identity.resolved(workitem)
+        performed = _performed(workitem)
+        if not values(dataset_to_json_dict(performed), "ActualHumanPerformersSequence"):
+            performed.ActualHumanPerformersSequence = [performer_item(identity)]
+        if "PerformedProcedureStepStartDateTime" not in performed:
+            performed.PerformedProcedureStepStartDateTime = now_dt()
+        if comment:
+            performed.CommentsOnThePerformedProcedureStep = comment
+        root = dicomweb_root(workitem) or ""
+        performed.OutputInformationSequence = output_information(
+            instances, root=root, aet=destination_aet(workitem))
+        if complete:
+            # PS3.4 CC.2.5.1.1, Final State "P": what was done, where, when it ended.
+            scheduled = Dataset.from_json(workitem).get("ScheduledWorkitemCodeSequence") or []
+            performed.PerformedWorkitemCodeSequence = (
+                [scheduled[0]] if scheduled else [_code("110001", "DCM", "Image Processing")])
+            performed.PerformedStationNameCodeSequence = [_code(*TOOL_CODE)]
+            performed.PerformedProcedureStepEndDateTime = now_dt()
+        self._update(uid, tx, {_PERFORMED: [performed]},
+                     step=f"linking the outputs to the task{stored_note}")
+        if not complete:
+            return
+        try:
+            warning = self.ups.change_state(uid, "COMPLETED", tx)
+        except ClientError as exc:
+            before = workitem.get(tag_key(_PERFORMED)) or {"vr": "SQ", "Value": []}
+            try:
+                self.ups.update(uid, tx, {tag_key(_PERFORMED): before})
+                undone = "the update was reverted; the task is IN PROGRESS as before"
+            except ClientError as again:
+                undone = f"reverting the update failed too ({again.message})"
+            raise PerformerError(f"completion refused: {exc.message}; {undone}"
+                                 f"{stored_note}") from None
+        if warning:
+            print(f"worklist: {warning}", file=sys.stderr)
+        self.claims.drop(self.server, uid)
+
+
+def _performed(workitem: dict[str, Any]) -> Dataset:
+    """A copy of the workitem's Performed Procedure item (or a new one): sequences are
+    replaced whole by an Update (PS3.4 CC.2.6.2), so we send back what we keep."""
+    items = values(workitem, _PERFORMED)
+    return Dataset.from_json(items[0]) if items else Dataset()
+
+
+def _require_in_progress(workitem: dict[str, Any], uid: str) -> None:
+    state = first(workitem, "ProcedureStepState")
+    if state != "IN PROGRESS":
+        raise PerformerError(f"task {uid} is {state}, not IN PROGRESS")
+
+
+# -- inputs -------------------------------------------------------------------------------
+@dataclass
+class InputSeries:
+    study_uid: str
+    series_uid: str
+    url: str | None
+    instances: dict[str, str]
+    """SOP Instance UID → SOP Class UID, as the Input Information Sequence lists them."""
+
+    @property
+    def is_image(self) -> bool:
+        return not any(c in SEG_CLASSES or c.startswith(SR_PREFIX)
+                       for c in self.instances.values())
+
+    def check_complete(self, got: set[str]) -> None:
+        missing = set(self.instances) - got
+        if missing:
+            raise PerformerError(f"input series {self.series_uid}: {len(missing)} of "
+                                 f"{len(self.instances)} instances are missing from the image "
+                                 f"store (e.g. {sorted(missing)[0]})")
+
+
+def input_series(workitem: dict[str, Any]) -> list[InputSeries]:
+    """The Input Information Sequence (0040,4021) items of Type of Instances DICOM."""
+    out = []
+    for item in values(workitem, "InputInformationSequence"):
+        if (first(item, "TypeOfInstances") or "DICOM") != "DICOM":
+            continue
+        wado = values(item, "WADORSRetrievalSequence")
+        out.append(InputSeries(
+            first(item, "StudyInstanceUID"), first(item, "SeriesInstanceUID"),
+            first(wado[0], "RetrieveURL") if wado else None,
+            {first(r, "ReferencedSOPInstanceUID"): first(r, "ReferencedSOPClassUID") or ""
+             for r in values(item, "ReferencedSOPSequence")}))
+    if not out:
+        raise PerformerError("the task's Input Information Sequence lists no DICOM inputs")
+    return out
+
+
+def labels_json(label_set: Any) -> dict[str, Any]:
+    """The picklist for a viewer: each label's mask value, name, codes and colour."""
+    def code(c: Any) -> list[str] | None:
+        return [c.value, c.scheme, c.meaning] if c is not None else None
+    return {"name": label_set.name, "labels": [
+        {"value": lb.value, "name": lb.name, "category": code(lb.category),
+         "type": code(lb.type), "region": code(lb.region), "color": lb.color}
+        for lb in label_set.labels]}
+
+
+# -- command line -------------------------------------------------------------------------
+def add_parsers(sub: Any) -> None:
+    """Register the performer's subcommands on the ``worklist`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("server and identity")
+    g.add_argument("--server", default=os.environ.get("WORKLIST_URL", "http://127.0.0.1:8080"),
+                   help="worklist URL (env WORKLIST_URL; default http://127.0.0.1:8080)")
+    g.add_argument("--token", default=os.environ.get("WORKLIST_TOKEN"),
+                   help="bearer token (env WORKLIST_TOKEN)")
+    g.add_argument("--user", default=os.environ.get("WORKLIST_USER") or _os_login(),
+                   help="your login, the Human Performer code value (env WORKLIST_USER; "
+                        "default the OS login)")
+    g.add_argument("--name", help="your name as DICOM PN, Family^Given (default: as the task "
+                   "schedules you, else the login)")
+    g.add_argument("--organization", help="your organization (default: as the task "
+                   "schedules you)")
+    g.add_argument("--role", choices=["reader", "reviewer", "adjudicator"],
+                   help="your role in the task (CID 7453; default reader, reviewer with "
+                   "--verdict)")
+    g.add_argument("--state-dir", type=Path, help="where claims are kept (default "
+                   "$XDG_STATE_HOME/worklist)")
+    g.add_argument("--timeout", type=float, default=120, help="seconds per HTTP request")
+
+    p = sub.add_parser("tasks", parents=[common], help="list my open tasks")
+    p.add_argument("--pool", action="store_true", help="also READY unassigned tasks")
+    p.add_argument("--worklist", metavar="LABEL", help="only this Worklist Label")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    p = sub.add_parser("claim", parents=[common], help="claim a task (IN PROGRESS)")
+    p.add_argument("uid")
+    p.add_argument("--show-transaction-uid", action="store_true",
+                   help="print the Transaction UID (your lock on the task)")
+
+    p = sub.add_parser("fetch", parents=[common], help="retrieve a task's inputs over WADO-RS")
+    p.add_argument("uid")
+    p.add_argument("dir", type=Path)
+
+    p = sub.add_parser("submit", parents=[common], help="build SEG and SR from a mask, store "
+                       "them, complete the task")
+    p.add_argument("uid")
+    p.add_argument("--mask", type=Path, help=".npy/.npz label map (frames, rows, columns)")
+    p.add_argument("--inputs", type=Path, metavar="DIR", help="source images from a prior "
+                   "'worklist fetch' (default: WADO-RS)")
+    p.add_argument("--series", help="the source series, when the task has several")
+    p.add_argument("--ai-input", metavar="ALGO:VERSION", help="the mask was edited from this "
+                   "algorithm's proposal (SEMIAUTOMATIC)")
+    p.add_argument("--session", help="reading session / repetition label")
+    p.add_argument("--comment", help="Comments on the Performed Procedure Step (and the "
+                   "review comment)")
+    p.add_argument("--verdict", choices=["ACCEPTED", "REJECTED"], help="review task: the "
+                   "verdict on the reviewed report")
+    p.add_argument("--reviewed", metavar="SR_UID", help="review task: the SR reviewed "
+                   "(default: the one SR among the task's inputs)")
+    p.add_argument("--timings", action="store_true", help="print each step's duration")
+
+    p = sub.add_parser("link", parents=[common], help="link results another tool stored, "
+                       "optionally complete")
+    p.add_argument("uid")
+    p.add_argument("sop_uids", nargs="+", metavar="SOP_UID")
+    p.add_argument("--complete", action="store_true", help="then complete the task")
+    p.add_argument("--comment", help="Comments on the Performed Procedure Step")
+    p.add_argument("--dicomweb", metavar="URL", help="DICOMweb root where they are "
+                   "(default: the task's Output Destination)")
+
+
+def _os_login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _session(args: argparse.Namespace) -> Performer:
+    server = args.server.rstrip("/")
+    base = server if server.endswith("/dicom-web") else server + "/dicom-web"
+    if not args.user or len(args.user) > 16:
+        raise PerformerError(f"--user {args.user!r}: a login is 1-16 characters (the Human "
+                             "Performer code value is SH)")
+    role = args.role or ("reviewer" if getattr(args, "verdict", None) else "reader")
+    identity = Identity(args.user, args.name, args.organization, role.capitalize())
+    return Performer(UPSClient(base, token=args.token, timeout=args.timeout),
+                     DICOMwebClient(base, timeout=args.timeout), identity,
+                     Claims(args.state_dir or default_state_dir()), base)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = ("UID", "STATE", "PRIORITY", "LABEL", "PATIENT", "DUE")
+    lines = [head]
+    for r in rows:
+        state = r["state"] + ("" if r["readiness"] in (None, "READY") else
+                              f" ({r['readiness']})") + ("" if r["mine"] else " [pool]")
+        due = r["due"]
+        due = f"{due[:4]}-{due[4:6]}-{due[6:8]} {due[8:10]}:{due[10:12]}" if len(due) >= 12 \
+            else due
+        lines.append((r["uid"], state, r["priority"] or "", r["label"], r["patient_id"], due))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a performer command; 0 done, 1 refused or failed (reason on stderr)."""
+    try:
+        session = _session(args)
+    except PerformerError as exc:
+        print(f"worklist {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with session.ups, session.web:
+            return _dispatch(session, args)
+    except (PerformerError, ClientError) as exc:
+        print(f"worklist {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(s: Performer, args: argparse.Namespace) -> int:
+    if args.command == "tasks":
+        rows = s.tasks(pool=args.pool, worklist=args.worklist)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif rows:
+            print(_table(rows))
+        else:
+            print(f"no open tasks for {s.identity.login}", file=sys.stderr)
+        return 0
+    if args.command == "claim":
+        tx = s.claim(args.uid)
+        print(tx if args.show_transaction_uid else f"claimed {args.uid}")
+        return 0
+    if args.command == "fetch":
+        n, k = s.fetch(args.uid, args.dir)
+        print(f"fetched {n} instances of {k} series into {args.dir}")
+        return 0
+    if args.command == "link":
+        linked = s.link(args.uid, args.sop_uids, complete=args.complete,
+                        dicomweb=args.dicomweb, comment=args.comment)
+        print(f"linked {len(linked)} instance(s) to {args.uid}"
+              + (" and completed it" if args.complete else ""))
+        return 0
+    if args.command == "submit":
+        from .submission import submit
+        return submit(s, args)
+    raise AssertionError(args.command)
