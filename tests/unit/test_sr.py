@@ -580,3 +580,20 @@ def test_highdicom_reads_our_reports_back(reader_report, accepted):
         assert [g.finding_type.meaning for g in groups] == ["Liver", "Lesion"]
         assert [o.observer_type.meaning for o in report.get_observer_contexts()] == \
             ["Person", "Device"]
+
+
+def test_measurement_report_of_a_seg_build_segmentation(tmp_path):
+    """The real pair: a SEG from seg.build, its report from sr.build (skipped until
+    seg.build is in the checkout)."""
+    seg_build = pytest.importorskip("seg.build")
+    images = ct_volume(32, 32, 8, n_spheres=2)
+    label_map = sphere_labels((8, 32, 32), 2)
+    seg = roundtrip(seg_build.build_segmentation(images, label_map, LABEL_SET, READER))
+    stats = measure_segments(label_map, images, [1, 2, 3])
+    ds = roundtrip(build_measurement_report(seg, images, stats, READER, LABEL_SET))
+    record = describe(ds)
+    volumes = {i.label: i.value for i in record.items if i.concept == "Volume"}
+    assert volumes == {"Liver": pytest.approx(stats[1].volume_mm3),
+                       "Liver lesion": pytest.approx(stats[2].volume_mm3)}
+    assert seg.SOPInstanceUID in record.referenced_instances
+    assert dciodvfy_errors(ds, tmp_path) == []
