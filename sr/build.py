@@ -34,7 +34,8 @@ Codes chosen (each a standard code unless marked private):
   CID 240.  Not (121071 "Finding") = Present: 121071 already carries the finding type in
   TID 1411, and highdicom's readers skip it as an evaluation.
 * review verdict: the Standard has no code for a reviewer's verdict on a report (the
-  rejection codes of CID 7011 are for Key Object Selection of images), so a private one:
+  rejection codes of CID 7010/7031, e.g. (113001, DCM, "Rejected for Quality Reasons"),
+  title Key Object Selection documents that withdraw instances), so a private one:
   (VERDICT, 99WORKLIST, "Review verdict") = (ACCEPTED | REJECTED | NEEDSREVISION,
   99WORKLIST, …), declared in the Coding Scheme Identification Sequence (0008,0110); the
   comment is TEXT (121106, DCM, "Comment").  Both sit in TID 1500's document-level
