@@ -3,12 +3,12 @@
     python bench/bench_events.py [--ws 50] [--dimse 5] [--rate 200] [--seconds 10]
                                  [--database URL] [--drain 5]
 
-Starts, in this process, the UPS-RS app (uvicorn on a free port) and the event senders
-over one fresh SQLite database (or ``--database``); ``--ws`` WebSocket subscribers (in a
-second process) and ``--dimse`` pynetdicom N-EVENT-REPORT receivers (in this one)
-subscribe globally; then 8 client
-threads create workitems (one State Report each) at ``--rate`` per second for
-``--seconds``.  For every (subscriber, event) it measures the delay from the HTTP
+Starts, in this process, what the server runs (the UPS-RS app on uvicorn, the event
+hub and the N-EVENT-REPORT senders) over one fresh SQLite database (or ``--database``).
+The subscribers run elsewhere, as they would on other machines: ``--ws`` WebSocket
+subscribers in a second process, ``--dimse`` pynetdicom N-EVENT-REPORT receivers in a
+third; all subscribe globally.  A fourth process runs 8 client threads creating
+workitems (one State Report each) at ``--rate`` per second for ``--seconds``.  For every (subscriber, event) it measures the delay from the HTTP
 response of the change to the event's arrival, and prints, per channel, the events
 expected, received, lost or duplicated, and p50/p95/max of the delay.  Target: nothing
 lost, p95 < 100 ms.
@@ -40,6 +40,7 @@ from pydicom.uid import generate_uid  # noqa: E402
 from pynetdicom import AE, evt  # noqa: E402
 
 from dicomweb.app import create_app  # noqa: E402
+from dicomweb.wsframes import FramesWebSocketProtocol  # noqa: E402
 from dimse.events import EventSender  # noqa: E402
 from dimse.server import _set_nodelay  # noqa: E402
 from worklist.sample import sample_workitem_json  # noqa: E402
@@ -122,6 +123,55 @@ def dimse_receiver(name: str, arrivals: Arrivals) -> tuple[Any, int]:
     return server, port
 
 
+def dimse_process(names: list[str], ports: Any, out: Any, stop: Any) -> None:
+    """The DIMSE subscribers (pynetdicom SCPs), in a process of their own."""
+    logging.getLogger("pynetdicom").setLevel(logging.ERROR)
+    arrivals = Arrivals()
+    servers = []
+    for name in names:
+        srv, port = dimse_receiver(name, arrivals)
+        servers.append(srv)
+        ports.put((name, port))
+    stop.wait()
+    for srv in servers:
+        srv.shutdown()
+    out.put(arrivals.seen)
+
+
+def creator_process(port: int, rate: float, seconds: float, out: Any) -> None:
+    """8 client threads creating workitems on a schedule; reports response times."""
+    responded: dict[str, float] = {}
+    lock = threading.Lock()
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    counter = iter(range(total))
+    body = sample_workitem_json()
+
+    def client() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/dicom-web", timeout=30) as c:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                uid = generate_uid()
+                r = c.post("/workitems", params={"workitem": uid}, json=body,
+                           headers={"Content-Type": "application/dicom+json"})
+                assert r.status_code == 201, r.text
+                with lock:
+                    responded[uid] = time.time()
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put((responded, time.perf_counter() - start))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ws", type=int, default=50)
@@ -148,21 +198,28 @@ def main() -> int:
                                 "bench"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+                                           log_level="warning", lifespan="off",
+                                           ws_per_message_deflate=False,
+                                           ws=FramesWebSocketProtocol))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.01)
 
-    arrivals = Arrivals()
-    receivers, senders = [], []
-    for name in dimse_names:
-        srv, rport = dimse_receiver(name, arrivals)
-        receivers.append(srv)
-        senders.append(EventSender(service, name, f"127.0.0.1:{rport}",
-                                   calling_ae="WORKLIST").start())
     import multiprocessing
 
     mp = multiprocessing.get_context("spawn")
+    arrivals = Arrivals()
+    senders = []
+    dimse_out, ports, dimse_stop = mp.Queue(), mp.Queue(), mp.Event()
+    receivers = None
+    if dimse_names:
+        receivers = mp.Process(target=dimse_process,
+                               args=(dimse_names, ports, dimse_out, dimse_stop))
+        receivers.start()
+        for _ in dimse_names:
+            name, rport = ports.get(timeout=60)
+            senders.append(EventSender(service, name, f"127.0.0.1:{rport}",
+                                       calling_ae="WORKLIST").start())
     out, ready, stop = mp.Queue(), mp.Event(), mp.Event()
     reader = None
     if ws_names:
@@ -170,48 +227,21 @@ def main() -> int:
         reader.start()
         ready.wait(60)
 
-    responded: dict[str, float] = {}
-    lock = threading.Lock()
     total = int(args.rate * args.seconds)
-    start = time.perf_counter()
-    counter = iter(range(total))
-    body = sample_workitem_json()
-
-    def client() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/dicom-web", timeout=30) as c:
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                due = start + i / args.rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                uid = generate_uid()
-                r = c.post("/workitems", params={"workitem": uid}, json=body,
-                           headers={"Content-Type": "application/dicom+json"})
-                assert r.status_code == 201, r.text
-                with lock:
-                    responded[uid] = time.time()
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
+    created = mp.Queue()
+    creator = mp.Process(target=creator_process, args=(port, args.rate, args.seconds, created))
+    creator.start()
+    responded, elapsed = created.get(timeout=args.seconds * 10 + 60)
+    creator.join()
     print(f"{total} creates in {elapsed:.1f} s ({total / elapsed:.0f}/s); "
           f"{len(ws_names)} WebSocket + {len(dimse_names)} DIMSE subscribers")
-    deadline = time.monotonic() + 30
     expected = len(responded)
-    while time.monotonic() < deadline:
-        with arrivals.lock:
-            if all(len(arrivals.seen.get(n, [])) >= expected for n in dimse_names):
-                break
-        time.sleep(0.1)
+    time.sleep(args.drain)  # the subscribers report only at the end
+    if receivers is not None:
+        dimse_stop.set()
+        arrivals.seen.update(dimse_out.get(timeout=60))
+        receivers.join(timeout=10)
     if reader is not None:
-        time.sleep(args.drain)  # the readers report only at the end
         stop.set()
         arrivals.seen.update(out.get(timeout=60))
         reader.join(timeout=10)
@@ -232,10 +262,8 @@ def main() -> int:
         print(f"{channel}: expected {expected * len(names)}, received {len(delays)}, "
               f"lost {lost}, duplicated {dup}; delay p50 {pct(0.5):.1f} ms, "
               f"p95 {pct(0.95):.1f} ms, max {pct(1.0):.1f} ms")
-    for s in senders:
-        s.stop()
-    for r in receivers:
-        r.shutdown()
+    for sender in senders:
+        sender.stop()
     server.should_exit = True
     service.hub.stop()
     return 0

@@ -35,6 +35,7 @@ from worklist.service import Actor, WorklistService
 from worklist.subscriptions import check_ae_title
 
 from .query import looks_like_attribute, parse_search
+from .wsframes import FRAMES_EXTENSION, text_frame
 
 __all__ = ["subscription_routes"]
 
@@ -147,13 +148,32 @@ def subscription_routes(service: WorklistService, actor_of: Any,
             await _persist(ae, sent)
 
     async def _send(ws: WebSocket, items: list[tuple[int, str]], sent: int) -> int:
+        # A send waits only while the connection's write buffer is above its high-water
+        # mark (a client not reading); each write gets send_timeout seconds.
         ae = ws.path_params["aetitle"].strip(" ")
-        for seq, payload in items:
-            if seq <= sent:
-                continue  # already sent in the replay
-            await asyncio.wait_for(ws.send_text(payload), timeout=send_timeout)
-            sent = seq
-            service.hub.note_delivered(ae, sent)  # written by the hub, batched
+        items = [(seq, payload) for seq, payload in items if seq > sent]  # not replayed
+        if not items:
+            return sent
+        frames = ws.scope.get("extensions", {}).get(FRAMES_EXTENSION)
+        first = sent
+        try:
+            if frames is not None:  # the batch's frames in one write (dicomweb.wsframes)
+                if not frames.writable.is_set():
+                    await asyncio.wait_for(frames.writable.wait(), timeout=send_timeout)
+                frames.write(b"".join(text_frame(payload) for _, payload in items))
+                sent = items[-1][0]
+            else:
+                # One asyncio.timeout per batch, rescheduled per frame (asyncio.wait_for
+                # would create a task per frame).
+                loop = asyncio.get_running_loop()
+                async with asyncio.timeout(None) as deadline:
+                    for seq, payload in items:
+                        deadline.reschedule(loop.time() + send_timeout)
+                        await ws.send_text(payload)
+                        sent = seq
+        finally:
+            if sent > first:
+                service.hub.note_delivered(ae, sent)  # written by the hub, batched
         return sent
 
     async def _persist(ae: str, sent: int) -> None:

@@ -2,8 +2,9 @@
 
 One thread per configured peer AE (``Settings.peers``: only those can subscribe over
 DIMSE, anything else is refused with C308).  Each thread keeps an association to its
-peer open, proposing the UPS Event SOP Class with SCP/SCU Role Selection (the worklist
-is the SCP of UPS Event: scu_role=False, scp_role=True, as dcm4chee does), and sends
+peer open (``dimse.eventscu``: a lean requester on one socket), proposing the UPS Event
+SOP Class with SCP/SCU Role Selection (the worklist is the SCP of UPS Event:
+scu_role=False, scp_role=True, as dcm4chee does), and sends
 the peer's events after its "DIMSE" delivery cursor in outbox order, one at a time
 (TCP_NODELAY: no Nagle delay per message); the cursor advances past the events
 answered Success (0000), once per batch.  A failure (no association, a refused
@@ -19,12 +20,14 @@ import threading
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role, evt
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 
 from worklist.delivery import Channel
+from worklist.values import UPS_PUSH
 
-from .server import _set_nodelay
-from worklist.values import UPS_EVENT, UPS_PUSH
+from .encoding import encode_json
+from .eventscu import EventAssociation
 
 __all__ = ["EventSender", "start_event_senders"]
 
@@ -33,13 +36,26 @@ _MIN_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
 _BATCH = 500
 
 
-def _report(payload: str) -> tuple[Dataset, int, str]:
-    """The event's dataset (no command group), Event Type ID and affected instance."""
+def _report(payload: str) -> tuple[dict[str, Any], int, str]:
+    """The event's data set as DICOM JSON (no command group), Event Type ID and
+    affected instance."""
     ds = json.loads(payload)
     event_type = int(ds.pop("00001002")["Value"][0])
     uid = str(ds.pop("00001000")["Value"][0])
-    ds = {k: v for k, v in ds.items() if not k.startswith("0000")}
-    return Dataset.from_json(ds), event_type, uid
+    return {k: v for k, v in ds.items() if not k.startswith("0000")}, event_type, uid
+
+
+def _encoder(obj: dict[str, Any]) -> Any:
+    """``encode(implicit) -> bytes``: the fast JSON encoder, else pydicom."""
+    def encode(implicit: bool) -> bytes:
+        data = encode_json(obj, implicit)
+        if data is None:
+            buf = DicomBytesIO()
+            buf.is_little_endian, buf.is_implicit_VR = True, implicit
+            write_dataset(buf, Dataset.from_json(obj))
+            data = buf.getvalue()
+        return data
+    return encode
 
 
 class _Wakeup(Channel):
@@ -117,37 +133,25 @@ class EventSender:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     def _send(self, payload: str) -> None:
-        ds, event_type, uid = _report(payload)
+        obj, event_type, uid = _report(payload)
         assoc = self._association()
-        status, _ = assoc.send_n_event_report(ds, event_type, UPS_PUSH, uid,
-                                              meta_uid=UPS_EVENT)
-        code = int(getattr(status, "Status", -1)) if status is not None else -1
+        # PS3.4 CC.2.4: Affected SOP Class UID is UPS Push in every UPS event
+        code = assoc.send_event_report(_encoder(obj), event_type, UPS_PUSH, uid)
         if code != 0:
             self._release()
-            raise RuntimeError(f"status 0x{code:04X}" if code >= 0 else "no response")
+            raise RuntimeError(f"status 0x{code:04X}")
 
-    def _association(self) -> Any:
+    def _association(self) -> EventAssociation:
         if self._assoc is not None and self._assoc.is_established:
             return self._assoc
-        ae = AE(ae_title=self.calling_ae)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
-        ae.add_requested_context(UPS_EVENT)
-        role = build_role(UPS_EVENT, scu_role=False, scp_role=True)
-        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, ext_neg=[role],
-                             evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)])
-        if not assoc.is_established:
-            raise RuntimeError(f"no association with {self.ae_title} at "
-                               f"{self.host}:{self.port}")
-        self._assoc = assoc
-        return assoc
+        self._assoc = EventAssociation(self.host, self.port, self.ae_title, self.calling_ae,
+                                       timeout=self.timeout).open()
+        return self._assoc
 
     def _release(self) -> None:
         assoc, self._assoc = self._assoc, None
-        if assoc is not None and assoc.is_established:
-            try:
-                assoc.release()
-            except Exception:  # pragma: no cover - the peer is gone anyway
-                assoc.abort()
+        if assoc is not None:
+            assoc.release()
 
 
 def start_event_senders(service: Any, peers: dict[str, str], calling_ae: str,

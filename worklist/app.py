@@ -130,6 +130,8 @@ def serve(settings: Settings) -> None:
     """Run the HTTP and DIMSE servers until SIGTERM or Ctrl-C."""
     import uvicorn
 
+    from dicomweb.wsframes import FramesWebSocketProtocol
+
     # uvicorn stops on SIGTERM, then restores this handler and re-raises the signal: a
     # requested stop exits 0 (after the finally below), not as killed by SIGTERM.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -143,7 +145,10 @@ def serve(settings: Settings) -> None:
             log.info("following Orthanc at %s (AE %s)", app.orthanc.url, app.orthanc.aet)
         config = uvicorn.Config(app.http_app, host=settings.http_host, port=settings.http_port,
                                 log_level=settings.log_level.lower(), access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=10)
+                                lifespan="off", timeout_graceful_shutdown=10,
+                                # events are small; compressing each frame once per
+                                # subscriber would cost more than sending it
+                                ws_per_message_deflate=False, ws=FramesWebSocketProtocol)
         server = uvicorn.Server(config)
         log.info("UPS-RS: http://%s:%s/dicom-web/workitems (database %s)", settings.http_host,
                  settings.http_port, app.store.engine.url.render_as_string(hide_password=True))

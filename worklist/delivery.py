@@ -141,11 +141,15 @@ class EventHub:
     def flush_cursors(self) -> None:
         with self._cond:
             pending, self._cursors = self._cursors, {}
-        for (ae, channel), seq in pending.items():
-            try:
-                self.service.delivered(ae, seq, channel=channel)
-            except Exception:
-                log.exception("cannot store the delivery cursor of %s", ae)
+        try:
+            self.service.delivered_many(pending)
+        except Exception:
+            log.exception("cannot store the delivery cursors of %s", ", ".join(
+                sorted({ae for ae, _ in pending})))
+            with self._cond:  # kept for the next flush, unless overtaken meanwhile
+                for key, seq in pending.items():
+                    if seq > self._cursors.get(key, 0):
+                        self._cursors[key] = seq
         self._flushed_at = time.monotonic()
 
     def connected(self, ae_title: str) -> bool:

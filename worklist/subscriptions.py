@@ -419,16 +419,27 @@ class SubscriptionOperations:
 
     def delivered(self, ae_title: str, seq: int, channel: str = "WS") -> None:
         """Advance the AE's delivery cursor on ``channel`` to ``seq`` (never backwards)."""
-        mine = and_(subscriber_cursors.c.ae_title == ae_title,
-                    subscriber_cursors.c.channel == channel)
+        self.delivered_many({(ae_title, channel): seq})
+
+    def delivered_many(self, cursors: dict[tuple[str, str], int]) -> None:
+        """Advance several ``(AE, channel)`` cursors in one write transaction (the hub
+        flushes every subscriber's cursor together: one commit, not one per AE)."""
+        if not cursors:
+            return
         with self.store.transaction(write=True) as conn:
-            current = conn.execute(select(subscriber_cursors.c.delivered_seq)
-                                   .where(mine)).scalar()
-            if current is None:
-                conn.execute(insert(subscriber_cursors).values(
-                    ae_title=ae_title, channel=channel, delivered_seq=seq))
-            elif seq > current:
-                conn.execute(update(subscriber_cursors).where(mine).values(delivered_seq=seq))
+            current = {(ae, ch): int(seq) for ae, ch, seq in conn.execute(
+                select(subscriber_cursors.c.ae_title, subscriber_cursors.c.channel,
+                       subscriber_cursors.c.delivered_seq)
+                .where(subscriber_cursors.c.ae_title.in_({ae for ae, _ in cursors})))}
+            for (ae, channel), seq in cursors.items():
+                known = current.get((ae, channel))
+                if known is None:
+                    conn.execute(insert(subscriber_cursors).values(
+                        ae_title=ae, channel=channel, delivered_seq=seq))
+                elif seq > known:
+                    conn.execute(update(subscriber_cursors).where(and_(
+                        subscriber_cursors.c.ae_title == ae,
+                        subscriber_cursors.c.channel == channel)).values(delivered_seq=seq))
 
     def delivery_cursor(self, ae_title: str, channel: str = "WS") -> int:
         with self.store.transaction() as conn:

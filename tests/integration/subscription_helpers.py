@@ -17,6 +17,7 @@ import uvicorn
 import websockets
 
 from dicomweb.app import create_app
+from dicomweb.wsframes import FramesWebSocketProtocol
 from tests.conftest import free_port
 from worklist.service import WorklistService
 from worklist.store import open_store
@@ -54,7 +55,8 @@ def serve(database_url: str, **service_args: Any) -> Served:
     service = WorklistService(open_store(database_url), **service_args)
     port = free_port()
     config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="off", ws="auto")
+                            log_level="warning", lifespan="off",
+                            ws=FramesWebSocketProtocol, ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

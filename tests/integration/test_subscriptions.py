@@ -268,7 +268,10 @@ def test_a_version_2_database_is_migrated_to_subscriptions(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = open_store(url)
     with store.transaction(write=True) as conn:
-        for table in ("subscriptions", "events", "subscriber_cursors"):
+        v2_tables = {"workitems", "performers", "workitem_codes", "requests", "history",
+                     "schema_version", "orthanc_cursor", "routed_studies"}
+        later = [t for t in inspect(conn).get_table_names() if t not in v2_tables]
+        for table in sorted(later, key=lambda t: t != "result_items"):  # children first
             conn.exec_driver_sql(f"DROP TABLE {table}")
         conn.execute(text("UPDATE schema_version SET version = 2"))
     store.engine.dispose()
@@ -276,7 +279,7 @@ def test_a_version_2_database_is_migrated_to_subscriptions(tmp_path) -> None:
     with store.transaction() as conn:
         names = set(inspect(conn).get_table_names())
         assert conn.execute(text("SELECT version FROM schema_version")).scalar_one() == \
-            SCHEMA_VERSION == 3
+            SCHEMA_VERSION
     assert {"subscriptions", "events", "subscriber_cursors"} <= names
     store.engine.dispose()
 
