@@ -24,6 +24,7 @@ from .delivery import EventHub
 from .errors import Warning
 from .events import EventPublisher, EventType, NullPublisher, UPSEvent
 from .orthanc import ImageStore, output_references
+from .results import ResultOperations
 from .statemachine import Action, decide
 from .status import Status
 from .store import RawJson, Store, WorkitemRow, index_fields
@@ -95,8 +96,9 @@ def _encode(ds: Json) -> str:
     return text
 
 
-class WorklistService(SubscriptionOperations):
-    """The UPS operations over one store (subscriptions: :mod:`worklist.subscriptions`)."""
+class WorklistService(SubscriptionOperations, ResultOperations):
+    """The UPS operations over one store (subscriptions: :mod:`worklist.subscriptions`;
+    result checks and the result index: :mod:`worklist.results`)."""
 
     def __init__(self, store: Store, *, events: EventPublisher | None = None,
                  default_worklist_label: str = "default",
@@ -319,6 +321,9 @@ class WorklistService(SubscriptionOperations):
         verified = (self._verify_outputs(uid, transaction_uid)
                     if action is Action.COMPLETED and self.image_store is not None else None)
         # (end)
+        # issue 6 points 5-6: SEG/SR outputs read (metadata, outside any write transaction),
+        # checked and indexed in the transaction that completes the workitem
+        fetched = self._fetch_results(uid) if verified is not None else None
 
         def step(conn: Any, row: WorkitemRow, now: str) -> Any:
             outcome = decide(row.state, action, transaction_uid, row.transaction_uid)
@@ -333,6 +338,7 @@ class WorklistService(SubscriptionOperations):
                 iod.check_final_state(ds, outcome.next_state.value)
             if verified is not None:  # issue 5: outputs changed since verified? check again
                 self._check_outputs(ds, verified)
+            records = self._check_results(conn, uid, ds, fetched) if fetched is not None else []
             put(ds, "ProcedureStepState", "CS", outcome.next_state.value)
             put(ds, "ScheduledProcedureStepModificationDateTime", "DT", now)
             new_tx = transaction_uid if action is Action.IN_PROGRESS else row.transaction_uid
@@ -340,6 +346,8 @@ class WorklistService(SubscriptionOperations):
                                               transaction_uid=new_tx, dataset=_encode(ds),
                                               fields=None, now=now):
                 return _RETRY
+            if records:  # issue 6: indexed if and only if the workitem completes
+                self._index_results(conn, uid, ds, records, now)
             changes: dict[str, Any] = {"ProcedureStepState": outcome.next_state.value}
             if filled:
                 changes["filled"] = filled

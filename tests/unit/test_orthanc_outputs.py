@@ -44,7 +44,9 @@ def _in_progress_with_outputs(service: WorklistService, outputs: list[str]) -> t
     refs = []
     for sop in outputs:
         ref = Dataset()
-        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.66.4", sop
+        # CT Image Storage: only checked for existence (SEG/SR outputs are also read and
+        # checked, issue 6: tests/unit/test_results.py)
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", sop
         refs.append(ref)
     item.ReferencedSOPSequence = refs
     performed.UnifiedProcedureStepPerformedProcedureSequence[0].OutputInformationSequence = \
