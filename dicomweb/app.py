@@ -24,6 +24,7 @@ from worklist.service import Actor, WorklistService
 from worklist.values import Protocol
 
 from .query import parse_search
+from .results import result_routes
 from .security import AuthMiddleware
 from .subscribers import subscription_routes
 
@@ -250,6 +251,7 @@ def create_app(service: WorklistService, *, max_body_bytes: int = 16 << 20,
         Route("/dicom-web/workitems/{uid}/cancelrequest", cancel_request, methods=["POST"]),
         Route("/api/workitems/{uid}/history", workitem_history, methods=["GET"]),
         *subscription_routes(service, _actor, _warning_header),
+        *result_routes(service),  # issue 6: the reviewer's query over the result index
     ]
     app = Starlette(routes=routes, exception_handlers={
         errors.UPSError: on_ups_error, HTTPException: on_http_error, Exception: on_unexpected})

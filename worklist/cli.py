@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="print the history of a workitem")
     _common(history)
     history.add_argument("uid")
+    _results_parser(sub)
     from .performer import add_parsers as performer_parsers  # issue 6: the performer's flow
     performer_parsers(sub)
     return parser
@@ -141,9 +142,47 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"worklist: {exc.message}", file=sys.stderr)
                 return 1
             print(json.dumps(rows, indent=2))
+        elif args.command == "results":
+            return _results(app, args)
         return 0
     finally:
         app.close()
+
+
+# -- issue 6: the reviewer's query over the result index (begin) ----------------------------
+def _results_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    from .results import FILTERS, MAX_LIMIT
+    results = sub.add_parser("results", help="query the provenance of the SEG/SR linked to "
+                             "completed workitems (JSON, or CSV with --csv)")
+    _common(results)
+    results.add_argument("sop_uid", nargs="?", help="show one result (SOP Instance UID)")
+    for name, text in FILTERS.items():
+        flag = "--" + name.replace("_", "-")
+        default = str(MAX_LIMIT) if name == "limit" else None
+        results.add_argument(flag, dest=f"filter_{name}", default=default, metavar="VALUE",
+                             help=text if name != "limit" else f"rows at most (default {default})")
+    results.add_argument("--csv", action="store_true", help="CSV with a header row")
+
+
+def _results(app, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from .errors import UPSError
+    from .results import parse_query, to_csv
+    try:
+        if args.sop_uid:
+            print(json.dumps(app.service.result(args.sop_uid), indent=2))
+            return 0
+        query = parse_query((key[len("filter_"):], value) for key, value in vars(args).items()
+                            if key.startswith("filter_") and value is not None)
+        page = app.service.search_results(query)
+    except UPSError as exc:
+        print(f"worklist: {exc.message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(to_csv(page.rows) if args.csv else json.dumps(page.rows, indent=2) + "\n")
+    if query.offset + len(page.rows) < page.total:
+        print(f"worklist: {page.total - query.offset - len(page.rows)} more rows: use --offset "
+              f"{query.offset + len(page.rows)}", file=sys.stderr)
+    return 0
+# -- (end) -----------------------------------------------------------------------------------
 
 
 def _route(app, select: list[str]) -> int:  # type: ignore[no-untyped-def]

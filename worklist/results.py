@@ -450,10 +450,11 @@ class ResultOperations:
                 .select_from(results).where(results.c.sop_instance_uid == sop_instance_uid,
                                             *where)
                 .order_by(review.c.content_datetime, review.c.indexed_at)).all()
-        out = {k: v for k, v in found.items()}
-        out["content_datetime"] = _iso(out["content_datetime"])
-        out["predecessors"] = (out["predecessors"] or "").split()
-        out["items"] = [{k: v for k, v in m.items() if k not in ("id", "result_uid")}
+        out = {k: "" if v is None else v for k, v in found.items()}
+        out["content_datetime"] = _iso(found["content_datetime"])
+        out["predecessors"] = out["predecessors"].split()
+        out["items"] = [{k: "" if v is None and k not in ("value", "segment_number") else v
+                         for k, v in m.items() if k not in ("id", "result_uid")}
                         for m in items]
         out["references"] = {rel.lower(): sorted(m["referenced_uid"] for m in refs
                                                  if m["relation"] == rel)
