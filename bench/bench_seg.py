@@ -9,10 +9,11 @@
    present, provenance, then highdicom) against the baseline: ``highdicom.seg.Segmentation``
    called directly on the same, already sorted images and the same label map, with the
    same segment descriptions, creator and equipment items built in the call (BINARY,
-   omit_empty_frames, Explicit VR Little Endian).  One warm-up each, then ``--repeats`` alternating runs in this process;
-   prints best and median wall and CPU (``time.process_time``) time of each, and the
-   median of the pairs' ratios (target ≤ 1.2× on CPU time, which other processes on a
-   shared machine disturb far less than wall time; wall ratios are printed beside it);
+   omit_empty_frames, Explicit VR Little Endian).  One warm-up each, then ``--repeats``
+   alternating runs in this process; prints best and median wall and CPU
+   (``time.process_time``) time of each, and the median of the pairs' ratios (target
+   ≤ 1.2× on CPU time, which other processes on a shared machine disturb far less than
+   wall time; wall ratios are printed beside it);
 3. peak memory of one build, measured in a child process per builder: the child makes
    the inputs, resets its peak-RSS counter (``/proc/self/clear_refs`` = 5), builds, and
    reads ``VmHWM`` from ``/proc/self/status`` — the process's peak resident set during

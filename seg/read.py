@@ -62,15 +62,19 @@ def _meaning(seq: Any) -> str:
     return _text(item.get("CodeMeaning")) if item is not None else ""
 
 
-def _segment_labels(ds: Dataset) -> dict[int, str]:
-    """Segment number → label; a label another segment already uses gets its number."""
-    out: dict[int, str] = {}
-    for item in ds.SegmentSequence:
-        number = int(item.get("SegmentNumber", len(out) + 1))
+def _segment_labels(ds: Dataset) -> list[tuple[int, str]]:
+    """(segment number, label) per Segment Sequence item, in order; a label another
+    segment already uses gets its number appended, a missing one is "Segment <n>"."""
+    out: list[tuple[int, str]] = []
+    for index, item in enumerate(ds.SegmentSequence, start=1):
+        try:
+            number = int(item.get("SegmentNumber", index))
+        except (TypeError, ValueError):
+            number = index
         label = _text(item.get("SegmentLabel")) or f"Segment {number}"
-        if label in out.values():
+        if any(label == seen for _, seen in out):
             label = f"{label} #{number}"
-        out[number] = label
+        out.append((number, label))
     return out
 
 
@@ -116,13 +120,13 @@ def read_segmentation(ds: Dataset, source_images: Sequence[Dataset] | None = Non
     labels = _segment_labels(ds)
     if source_images is None:
         try:
-            volume = seg.get_volume(segment_numbers=list(labels), dtype=bool)
+            volume = seg.get_volume(segment_numbers=[n for n, _ in labels], dtype=bool)
         except (ValueError, RuntimeError) as exc:
             raise SegReadError(f"the Segmentation's frames are not a regular volume ({exc}); "
                                "pass source_images") from None
         array = _ascending(volume, ds)
         return {label: np.ascontiguousarray(array[..., i])
-                for i, label in enumerate(labels.values())}
+                for i, (_, label) in enumerate(labels)}
 
     images = sort_images(source_images)
     first = images[0]
@@ -141,7 +145,7 @@ def read_segmentation(ds: Dataset, source_images: Sequence[Dataset] | None = Non
                            "source images")
     uids = [str(image.SOPInstanceUID) for image in images]
     masks = {}
-    for number, label in labels.items():
+    for number, label in labels:
         # One call per segment: each result is contiguous, not a strided view of a 4-D
         # stack.  Frames the SEG omitted (empty) are zeros; spatial alignment was checked
         # above, so a SEG that does not state Spatial Locations Preserved is accepted.
@@ -230,7 +234,7 @@ def describe(ds: Dataset | dict[str, Any]) -> ResultRecord:
                                         _text(ds.get("ManufacturerModelName"))) if part)
     labels = _segment_labels(ds)
     items = [_segment_item(item, label, number)
-             for item, (number, label) in zip(ds.SegmentSequence, labels.items())]
+             for item, (number, label) in zip(ds.SegmentSequence, labels, strict=True)]
     return ResultRecord(
         sop_instance_uid=_text(ds.get("SOPInstanceUID")),
         sop_class_uid=_text(ds.SOPClassUID),

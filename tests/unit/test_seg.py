@@ -163,7 +163,7 @@ def test_provenance_fields(images: list[Dataset], kind: str) -> None:
     assert ds.SegmentationType == "BINARY"
 
     # how, per segment
-    for segment, label in zip(ds.SegmentSequence, ORGANS.labels[:2]):
+    for segment, label in zip(ds.SegmentSequence, ORGANS.labels[:2], strict=True):
         assert segment.SegmentLabel == label.name
         assert segment.SegmentAlgorithmType == kind
         category = segment.SegmentedPropertyCategoryCodeSequence[0]
@@ -297,7 +297,10 @@ def test_describe_tolerates_another_tools_sparse_seg() -> None:
     segment.SegmentAlgorithmName = "monai"
     unnamed = Dataset()
     unnamed.SegmentNumber = 2
-    ds.SegmentSequence = [segment, unnamed]
+    twins = [Dataset(), Dataset()]
+    for number, twin in enumerate(twins, start=3):
+        twin.SegmentNumber, twin.SegmentLabel = number, "Lesion"
+    ds.SegmentSequence = [segment, unnamed, *twins]
     ds.ContentCreatorName = "Roe^Rick"
     other = Dataset()
     other.PersonIdentificationCodeSequence = [Dataset()]
@@ -312,7 +315,9 @@ def test_describe_tolerates_another_tools_sparse_seg() -> None:
         ("", "Roe^Rick", "")
     assert [(i.label, i.segment_number, i.algorithm_type, i.algorithm_name, i.property_type)
             for i in record.items] == [("Segment 1", 1, "AUTOMATIC", "monai", ""),
-                                       ("Segment 2", 2, "", "", "")]
+                                       ("Segment 2", 2, "", "", ""),
+                                       ("Lesion", 3, "", "", ""),
+                                       ("Lesion #4", 4, "", "", "")]
 
 
 def test_describe_refuses_what_is_not_a_seg() -> None:
