@@ -42,23 +42,34 @@ class Application:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start_purger(self) -> None:
-        """Purge expired finished workitems every few minutes (``retention_hours``)."""
-        hours = self.settings.retention_hours
-        if hours <= 0 or self.purger is not None:
+        """Housekeeping every few minutes: purge expired finished workitems
+        (``retention_hours``, 0 = keep) and the outbox events no subscriber can still
+        need (``event_retention_hours``)."""
+        if self.purger is not None:
             return
-        period = min(600.0, max(1.0, hours * 3600 / 10))
+        hours, event_hours = self.settings.retention_hours, self.settings.event_retention_hours
+        period = min(600.0, max(1.0, min(h for h in (hours, event_hours, 1.0) if h > 0)
+                                * 3600 / 10))
 
         def run() -> None:
             while not self._stopping.wait(period):
-                try:
-                    purged = self.service.purge_expired(hours * 3600)
-                    if purged:
-                        log.info("retention: purged %d finished workitems", len(purged))
-                except Exception:
-                    log.exception("retention: purge failed")
+                self.housekeeping(hours, event_hours)
 
-        self.purger = threading.Thread(target=run, name="retention", daemon=True)
+        self.purger = threading.Thread(target=run, name="housekeeping", daemon=True)
         self.purger.start()
+
+    def housekeeping(self, hours: float, event_hours: float) -> None:
+        try:
+            if hours > 0:
+                purged = self.service.purge_expired(hours * 3600)
+                if purged:
+                    log.info("retention: purged %d finished workitems", len(purged))
+            if event_hours > 0:
+                pruned = self.service.prune_events(event_hours * 3600)
+                if pruned:
+                    log.info("outbox: removed %d delivered or expired events", pruned)
+        except Exception:
+            log.exception("housekeeping failed")
 
     def close(self) -> None:
         self._stopping.set()

@@ -45,6 +45,9 @@ class Settings:
     retention_hours: float = 0.0
     """COMPLETED and CANCELED workitems unchanged this long are purged (410 Gone after),
     unless a subscriber holds a Deletion Lock on them; 0 keeps them forever."""
+    event_retention_hours: float = 72.0
+    """Outbox events are kept until every subscriber has received them, and at most this
+    long: the bound of what an offline subscriber is replayed when it reconnects."""
     grant_deletion_locks: bool = True
     """False: subscriptions asking for a Deletion Lock get it refused (B301, PS3.4 CC.2.3)."""
     default_worklist_label: str = "default"

@@ -363,6 +363,40 @@ class SubscriptionOperations:
                                                   for u in purged])
         return purged
 
+    def prune_events(self, max_age_seconds: float, *, batch: int = 5000) -> int:
+        """Delete outbox rows no subscriber can still need: those every subscribed AE
+        has received (on the channel it reads: its most advanced cursor), and those
+        older than ``max_age_seconds`` whether received or not (the documented bound of
+        what an offline subscriber gets replayed).  Returns the number deleted."""
+        t = self.clock() - datetime.timedelta(seconds=max_age_seconds)
+        cutoff = t.strftime("%Y%m%d%H%M%S.%f") + t.strftime("%z")
+        with self.store.transaction() as conn:
+            aes = {r[0] for r in conn.execute(
+                select(subscriptions.c.ae_title).where(
+                    subscriptions.c.unsubscribed.is_(False)).distinct())}
+            cursors: dict[str, int] = {}
+            for ae, seq in conn.execute(select(subscriber_cursors.c.ae_title,
+                                               subscriber_cursors.c.delivered_seq)):
+                cursors[ae] = max(cursors.get(ae, 0), int(seq))
+            head = conn.execute(select(func.max(events_table.c.seq))).scalar() or 0
+            old = conn.execute(select(func.max(events_table.c.seq))
+                               .where(events_table.c.at < cutoff)).scalar() or 0
+        delivered = min((cursors.get(ae, 0) for ae in aes), default=head)
+        # The newest row always stays: SQLite numbers a new row max(rowid) + 1, so an
+        # emptied outbox would restart at 1, behind every subscriber's cursor.
+        upto = min(max(delivered, old), head - 1)
+        total = 0
+        while True:  # in batches: never one long write transaction
+            with self.store.transaction(write=True) as conn:
+                ids = [r[0] for r in conn.execute(
+                    select(events_table.c.seq).where(events_table.c.seq <= upto)
+                    .order_by(events_table.c.seq).limit(batch))]
+                if ids:
+                    conn.execute(delete(events_table).where(events_table.c.seq <= ids[-1]))
+            total += len(ids)
+            if len(ids) < batch:
+                return total
+
     # -- PS3.4 CC.2.4.3 SCP Status Change (Event Type ID 4) ---------------------------
     def announce_scp_status(self, scp_status: str) -> None:
         """Tell every subscribed AE that this SCP is RESTARTED (at start) or GOING DOWN

@@ -306,3 +306,45 @@ def test_retention_purges_finished_workitems_unless_locked(srv) -> None:
         assert locked in srv.service.purge_expired(0)
         assert c.get(f"/workitems/{locked}").status_code == 410
         assert subscribe(c, locked, "LATE").status_code == 410
+
+
+def test_outbox_keeps_events_until_every_subscriber_has_them(srv) -> None:
+    """Outbox rows go once every subscribed AE has received them, or when older than the
+    replay bound; an AE that unsubscribed does not hold them."""
+    from sqlalchemy import select
+
+    from worklist.schema import events as events_table
+
+    def seqs() -> list[int]:
+        with srv.service.store.transaction() as conn:
+            return [r[0] for r in conn.execute(select(events_table.c.seq)
+                                               .order_by(events_table.c.seq))]
+
+    with srv.client() as c:
+        assert subscribe(c, GLOBAL, "FAST").status_code == 201
+        assert subscribe(c, GLOBAL, "SLOW").status_code == 201
+        for _ in range(4):
+            create(c)
+        all_seqs = seqs()
+        assert len(all_seqs) == 4  # one State Report per creation, for both AEs
+        srv.service.delivered("FAST", all_seqs[-1])
+        srv.service.delivered("SLOW", all_seqs[1], channel="DIMSE")
+        assert srv.service.prune_events(3600) == 2  # what SLOW has received
+        assert seqs() == all_seqs[2:]
+        assert [s for s, _ in srv.service.pending_events("SLOW", channel="DIMSE")] == \
+            all_seqs[2:]  # the rest stays replayable for SLOW
+        assert srv.service.prune_events(3600) == 0
+        # once SLOW has gone, nobody needs them; the newest row always stays, so the
+        # numbering continues after the cursors (SQLite reuses max(rowid) + 1)
+        assert c.delete(f"/workitems/{GLOBAL}/subscribers/SLOW").status_code == 200
+        assert srv.service.prune_events(3600) == 1
+        assert seqs() == all_seqs[3:]
+        create(c)
+        create(c)
+        head = all_seqs[3]
+        assert seqs() == [head, head + 1, head + 2]
+        assert srv.service.prune_events(3600) == 1  # FAST had the old head
+        assert seqs() == [head + 1, head + 2]
+        assert srv.service.prune_events(3600) == 0  # FAST has not received these
+        assert srv.service.prune_events(0) == 1  # past the replay bound: gone anyway
+        assert seqs() == [head + 2]

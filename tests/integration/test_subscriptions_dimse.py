@@ -148,13 +148,15 @@ class Receiver:
                 assoc.abort()
 
 
-def test_events_reach_a_dimse_subscriber_in_order_and_after_an_outage(tmp_path: Path) -> None:
+def test_events_reach_a_dimse_subscriber_in_order_and_after_an_outage(
+        database_url: str) -> None:
+    """On SQLite and on PostgreSQL (the ``database_url`` fixture)."""
     from dimse.events import EventSender
     from tests.conftest import free_port
 
     port = free_port()
     receiver = Receiver("EVRCV", port)
-    srv = serve(f"sqlite:///{tmp_path / 'w.db'}", known_ae=lambda ae: ae == "EVRCV")
+    srv = serve(database_url, known_ae=lambda ae: ae == "EVRCV")
     dimse = start_dimse(srv.service, _settings(), port=0)
     sender = EventSender(srv.service, "EVRCV", f"127.0.0.1:{port}", calling_ae="WORKLIST",
                          timeout=5).start()
@@ -179,13 +181,13 @@ def test_events_reach_a_dimse_subscriber_in_order_and_after_an_outage(tmp_path: 
         receiver.stop()
 
 
-def test_every_event_type_reaches_a_dimse_subscriber(tmp_path: Path) -> None:
+def test_every_event_type_reaches_a_dimse_subscriber(database_url: str) -> None:
     from dimse.events import EventSender
     from tests.conftest import free_port
 
     port = free_port()
     receiver = Receiver("EVALL", port)
-    srv = serve(f"sqlite:///{tmp_path / 'w.db'}", known_ae=lambda ae: ae == "EVALL")
+    srv = serve(database_url, known_ae=lambda ae: ae == "EVALL")
     dimse = start_dimse(srv.service, _settings(), port=0)
     sender = EventSender(srv.service, "EVALL", f"127.0.0.1:{port}", calling_ae="WORKLIST",
                          timeout=5).start()
