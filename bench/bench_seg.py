@@ -1,10 +1,13 @@
 """SEG build benchmark (issue 6, point 2, "Speed"): our builder against highdicom alone.
 
     python bench/bench_seg.py [--frames 300] [--rows 512] [--labels 5] [--repeats 7]
+                              [--dense]
 
 1. makes a synthetic CT series of ``--frames`` slices of ``--rows`` × ``--rows``
    (``seg.synthetic.ct_volume``) and a label map of ``--labels`` spheres
-   (``sphere_labels``) for the ``abdomen-organs`` label set;
+   (``sphere_labels``: a few slices labelled, as in a lesion task) or, with ``--dense``,
+   one bar per label through every slice (as in whole-organ segmentation), for the
+   ``abdomen-organs`` label set;
 2. times ``seg.build_segmentation`` (checks, sorting the series, finding the labels
    present, provenance, then highdicom) against the baseline: ``highdicom.seg.Segmentation``
    called directly on the same, already sorted images and the same label map, with the
@@ -43,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import highdicom as hd  # noqa: E402
+import numpy as np  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from seg.build import (CONTENT_LABEL, _content_creator, build_segmentation,  # noqa: E402
@@ -55,9 +59,17 @@ from worklist.provenance import Person, Provenance  # noqa: E402
 PROVENANCE = Provenance(generate_uid(), Person("reader1", "Reader^One", "Reading Lab"))
 
 
-def inputs(frames: int, rows: int, n_labels: int) -> tuple[list, Any, Any]:
+def inputs(frames: int, rows: int, n_labels: int, dense: bool = False
+           ) -> tuple[list, Any, Any]:
     images = ct_volume(rows, rows, frames)
-    label_map = sphere_labels((frames, rows, rows), n_labels)
+    if dense:
+        # every label in every slice: one bar per label across the body
+        label_map = np.zeros((frames, rows, rows), dtype=np.uint8)
+        step = rows // (n_labels + 1)
+        for k in range(n_labels):
+            label_map[:, step * k + step // 2: step * (k + 1), rows // 5: rows * 4 // 5] = k + 1
+    else:
+        label_map = sphere_labels((frames, rows, rows), n_labels)
     label_set = load_label_sets()["abdomen-organs"]
     return images, label_map, label_set
 
@@ -104,8 +116,8 @@ def _status() -> dict[str, int]:
     return out
 
 
-def memory_child(which: str, frames: int, rows: int, n_labels: int) -> None:
-    images, label_map, label_set = inputs(frames, rows, n_labels)
+def memory_child(which: str, frames: int, rows: int, n_labels: int, dense: bool) -> None:
+    images, label_map, label_set = inputs(frames, rows, n_labels, dense)
     build = (lambda: ours(images, label_map, label_set)) if which == "ours" else \
         baseline_call(images, label_map, label_set)
     warm = inputs(2, 16, 1)  # highdicom's lazily loaded tables are not the build's cost
@@ -129,7 +141,7 @@ def memory_child(which: str, frames: int, rows: int, n_labels: int) -> None:
 def measure_memory(which: str, args: argparse.Namespace) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--memory-child", which,
                           "--frames", str(args.frames), "--rows", str(args.rows),
-                          "--labels", str(args.labels)],
+                          "--labels", str(args.labels)] + (["--dense"] if args.dense else []),
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -155,15 +167,18 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=512, help="rows = columns")
     ap.add_argument("--labels", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--dense", action="store_true",
+                    help="every label in every slice (default: spheres, a few slices)")
     ap.add_argument("--memory-child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
-        memory_child(args.memory_child, args.frames, args.rows, args.labels)
+        memory_child(args.memory_child, args.frames, args.rows, args.labels, args.dense)
         return 0
 
     t0 = time.perf_counter()
-    images, label_map, label_set = inputs(args.frames, args.rows, args.labels)
-    print(f"inputs: CT {args.frames} × {args.rows} × {args.rows}, {args.labels} sphere labels "
+    images, label_map, label_set = inputs(args.frames, args.rows, args.labels, args.dense)
+    shape = "bar" if args.dense else "sphere"
+    print(f"inputs: CT {args.frames} × {args.rows} × {args.rows}, {args.labels} {shape} labels "
           f"({int((label_map > 0).reshape(args.frames, -1).any(axis=1).sum())} frames "
           f"labelled), made in {time.perf_counter() - t0:.1f} s")
     baseline = baseline_call(images, label_map, label_set)
