@@ -53,6 +53,14 @@ class Actor:
     def internal(cls, name: str = "worklist") -> Actor:
         return cls(Protocol.INTERNAL, name)
 
+    @property
+    def ae_title(self) -> str:
+        """What the Requesting AE (0074,1236) of a cancel request says (PS3.4 CC.2.4.2):
+        the calling AE over DIMSE; over UPS-RS, which has no AE title, the user name or,
+        for a loopback client, its address; at most 16 characters, no backslash."""
+        name = self.name.removeprefix("loopback:").replace("\\", "/")
+        return "".join(ch for ch in name if ch.isprintable())[:16].strip() or "UNKNOWN"
+
 
 @dataclass(frozen=True)
 class CreateResult:
@@ -419,7 +427,7 @@ class WorklistService(SubscriptionOperations, ResultOperations):
                 self._history(conn, uid, actor, "REQUEST CANCEL", row.state, row.state,
                               {"request": info}, now)
                 attrs = dict(info)
-                put(attrs, "RequestingAE", "AE", actor.name[:16])
+                put(attrs, "RequestingAE", "AE", actor.ae_title)
                 return None, [UPSEvent(EventType.UPS_CANCEL_REQUESTED, uid, sorted_json(attrs),
                                        None)]
             # SCHEDULED: PS3.4 CC.2.2.3, the SCP cancels it itself, through IN PROGRESS.

@@ -128,7 +128,7 @@ def test_every_workitem_event_type_arrives_in_order(srv) -> None:
         ["SCHEDULED", "IN PROGRESS", "IN PROGRESS", "COMPLETED"]
     assert value(events[4], READINESS) == "UNAVAILABLE"
     assert value(events[5], "00741238") == "no longer needed"
-    assert value(events[5], "00741236") == "loopback:127.0.0"  # Requesting AE (16 chars)
+    assert value(events[5], "00741236") == "127.0.0.1"  # Requesting AE: the client
     assert "00741002" in events[3]  # Procedure Step Progress Information Sequence
     assert "00404034" in events[1]  # Scheduled Human Performers Sequence
 
