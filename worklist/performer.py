@@ -313,7 +313,8 @@ class Performer:
                     if self.claims.get(self.server, uid) else " by another performer"
                 raise PerformerError(f"task {uid} is already claimed (IN PROGRESS){mine}"
                                      ) from None
-            raise PerformerError(f"claim refused: {exc.message}") from None
+            raise PerformerError(f"claim refused ({exc.status}): {exc.detail}"
+                                 if exc.status else f"claim failed: {exc.message}") from None
         self.claims.put(self.server, uid, transaction_uid, self.identity.login)
         workitem = self.ups.retrieve(uid)
         identity = self.identity.resolved(workitem)
@@ -341,7 +342,8 @@ class Performer:
         try:
             self.ups.update(uid, tx, dataset_to_json_dict(ds))
         except ClientError as exc:
-            raise PerformerError(f"{step}: {exc.message}") from None
+            raise PerformerError(f"{step}: refused ({exc.status}): {exc.detail}"
+                                 if exc.status else f"{step}: {exc.message}") from None
 
     # -- fetch -----------------------------------------------------------------------------
     def fetch(self, uid: str, directory: Path) -> tuple[int, int]:
@@ -457,7 +459,7 @@ class Performer:
                 undone = "the update was reverted; the task is IN PROGRESS as before"
             except ClientError as again:
                 undone = f"reverting the update failed too ({again.message})"
-            raise PerformerError(f"completion refused: {exc.message}; {undone}"
+            raise PerformerError(f"completion refused ({exc.status}): {exc.detail}; {undone}"
                                  f"{stored_note}") from None
         if warning:
             print(f"worklist: {warning}", file=sys.stderr)

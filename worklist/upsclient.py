@@ -37,9 +37,11 @@ class ClientError(Exception):
 
     def __init__(self, message: str, *, status: int | None = None, url: str = "",
                  warning: str | None = None, attribute: str | None = None,
-                 dimse_status: str | None = None) -> None:
+                 dimse_status: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.message, self.status, self.url = message, status, url
+        self.detail = detail or message
+        """The server's own reason, without our prefix."""
         self.warning, self.attribute, self.dimse_status = warning, attribute, dimse_status
 
     def __str__(self) -> str:
@@ -66,7 +68,8 @@ def _error(response: httpx.Response, what: str) -> ClientError:
                                                 response.content else "") or response.reason_phrase
     return ClientError(f"{what}: {response.status_code} {detail}", status=response.status_code,
                        url=str(response.request.url), warning=warning,
-                       attribute=body.get("attribute"), dimse_status=body.get("status"))
+                       attribute=body.get("attribute"), dimse_status=body.get("status"),
+                       detail=str(detail))
 
 
 class _Base:
@@ -85,12 +88,21 @@ class _Base:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ClientError(f"{what}: cannot reach {url.split('?')[0]} ({exc})",
-                              url=url) from None
+    def _send(self, method: str, url: str, what: str, *, idempotent: bool = True,
+              **kwargs: Any) -> httpx.Response:
+        """One request; an idempotent one is sent once more when a kept-alive connection
+        turns out to be closed (the server may close it after an error answer)."""
+        for attempt in (1, 2):
+            try:
+                return self._http.request(method, url, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if attempt == 2 or not idempotent:
+                    error: Exception = exc
+                    break
+            except httpx.HTTPError as exc:
+                error = exc
+                break
+        raise ClientError(f"{what}: cannot reach {url.split('?')[0]} ({error})", url=url)
 
 
 class UPSClient(_Base):
@@ -123,7 +135,7 @@ class UPSClient(_Base):
         body = {"00741000": {"vr": "CS", "Value": [state]},
                 "00081195": {"vr": "UI", "Value": [transaction_uid]}}
         r = self._send("PUT", f"{self.base_url}/workitems/{uid}/state", f"{state} for {uid}",
-                       content=json.dumps(body).encode(),
+                       idempotent=False, content=json.dumps(body).encode(),
                        headers={"Content-Type": DICOM_JSON, "Accept": DICOM_JSON})
         if r.status_code != 200:
             raise _error(r, f"change of {uid} to {state} refused")
@@ -221,7 +233,7 @@ class DICOMwebClient(_Base):
             body += data
             body += b"\r\n"
         body += f"--{boundary}--\r\n".encode()
-        r = self._send("POST", url, "STOW-RS", content=bytes(body), headers={
+        r = self._send("POST", url, "STOW-RS", idempotent=False, content=bytes(body), headers={
             "Content-Type": f"{MULTIPART_DICOM}; boundary={boundary}", "Accept": DICOM_JSON})
         answer: dict[str, Any] = {}
         if r.content:

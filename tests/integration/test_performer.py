@@ -273,9 +273,19 @@ def test_pool_task_claimed_and_a_seg_from_another_tool_linked(env: Env, tmp_path
     missing = env.cli("link", uid, "1.2.3.999")
     assert missing.returncode == 1 and "1.2.3.999 is not in the image store" in missing.stderr
 
-    # A viewer stores its SEG straight into Orthanc ...
     label_set = from_workitem(env.workitem(uid))
     assert label_set is not None
+    # A SEG made by someone else: the server refuses to complete with it (naming the
+    # object and attribute); the link is reverted, the task stays IN PROGRESS.
+    foreign = build_segmentation(images, sphere_labels(SHAPE, 1), label_set, Provenance(
+        uid, Person("someone", "Else^Someone", "Elsewhere"), Tool("OHIF", "OHIF Viewer", "3.9")))
+    stow(env.orthanc, [foreign])
+    refused = env.cli("link", uid, foreign.SOPInstanceUID, "--complete")
+    assert refused.returncode == 1, refused.stderr
+    assert "completion refused" in refused.stderr and "reverted" in refused.stderr
+    assert foreign.SOPInstanceUID in refused.stderr, refused.stderr
+    assert env.state(uid) == "IN PROGRESS" and _outputs(env.workitem(uid)) == []
+    # A viewer stores the reader's SEG straight into Orthanc ...
     seg = build_segmentation(images, sphere_labels(SHAPE, 1), label_set, Provenance(
         uid, Person("reader1", "Three^Reader", "pool-2026"), Tool("OHIF", "OHIF Viewer", "3.9")))
     stow(env.orthanc, [seg])
