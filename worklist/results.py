@@ -33,6 +33,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from sqlalchemy import and_, exists, func, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from . import errors
 from .dicomjson import first, normalize_dt
@@ -146,6 +147,8 @@ def parse_query(params: Iterable[tuple[str, str]]) -> ResultQuery:
                                         f"{', '.join(FILTERS)} (and format=csv)")
         if key in given:
             raise errors.InvalidRequest(f"Filter '{name}' is given twice")
+        if "\x00" in value:
+            raise errors.InvalidRequest(f"Filter '{name}' holds a NUL character")
         given[key] = value
     out: dict[str, Any] = {}
     for key, value in given.items():
@@ -409,8 +412,15 @@ class ResultOperations:
 
     def _index_results(self, conn: Connection, uid: str, ds: Json, records: list[ResultRecord],
                        now: str) -> None:
-        index_results(conn, records, workitem_uid=uid,
-                      worklist_label=first(ds, "WorklistLabel"), now=now)
+        try:
+            index_results(conn, records, workitem_uid=uid,
+                          worklist_label=first(ds, "WorklistLabel"), now=now)
+        except IntegrityError:  # another task indexed one of them since the check above
+            raise errors.FinalStateRequirementsNotMet(
+                "A result belongs to one task: one of "
+                + ", ".join(r.sop_instance_uid for r in records)
+                + " was just indexed for another workitem", attribute="OutputInformationSequence"
+            ) from None
 
     # -- the reviewer's query ------------------------------------------------------------
     def search_results(self, query: ResultQuery) -> ResultPage:
@@ -433,6 +443,8 @@ class ResultOperations:
 
     def result(self, sop_instance_uid: str) -> Json:
         """One indexed result: its provenance, items, references and verdicts."""
+        if "\x00" in sop_instance_uid:
+            raise NoSuchResult("No indexed result has a SOP Instance UID with a NUL character")
         with self.store.transaction() as conn:
             found = conn.execute(select(results).where(
                 results.c.sop_instance_uid == sop_instance_uid)).mappings().first()

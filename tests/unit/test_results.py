@@ -476,8 +476,11 @@ def _record(sop: str, task: str, login: str, *, kind: str = "SR", role: str = "R
 
 
 @pytest.fixture
-def indexed(service: WorklistService) -> WorklistService:
-    """Hand-built records: two readers, a review rejecting one of them."""
+def indexed(database_url: str) -> Iterator[WorklistService]:
+    """Hand-built records: two readers, a review rejecting one of them; on SQLite and on
+    PostgreSQL (the query's SQL must mean the same on both)."""
+    store = open_store(database_url)
+    service = WorklistService(store, image_store=FakeImageStore())
     def vol(label: str, value: float) -> ResultItem:
         return ResultItem("measurement", label=label, concept="Volume", value=value, unit="mm3")
 
@@ -503,7 +506,8 @@ def indexed(service: WorklistService) -> WorklistService:
             record.content_datetime = content_datetime(Dataset(), record) or ""
             index_results(conn, [record], workitem_uid=task, worklist_label=worklist,
                           now="20260401")
-    return service
+    yield service
+    store.engine.dispose()
 
 
 def _sops(service: WorklistService, *params: tuple[str, str]) -> list[tuple[str, str]]:
@@ -548,6 +552,7 @@ def test_pages_and_total(indexed: WorklistService) -> None:
     ([("limit", "0")], "limit: 0 is outside 1..100000"),
     ([("offset", "-1")], "offset: '-1' is not a whole number"),
     ([("reader", "a"), ("reader", "b")], "Filter 'reader' is given twice"),
+    ([("label", "a\x00")], "Filter 'label' holds a NUL character"),
 ])
 def test_bad_filters_are_named(params, message) -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
@@ -566,13 +571,20 @@ def test_csv_is_rfc_4180(indexed: WorklistService) -> None:
     assert parsed[0]["content_datetime"] == "2026-03-01T11:00:00Z"
 
 
-def test_index_values_fit_their_columns(service: WorklistService) -> None:
+def test_index_values_fit_their_columns(indexed: WorklistService) -> None:
     record = _record("9.9", "T9", "x" * 100, items=[ResultItem("evaluation", label="l" * 300,
                                                                value=float("nan"))])
-    with service.store.transaction(write=True) as conn:
+    with indexed.store.transaction(write=True) as conn:
         index_results(conn, [record], workitem_uid="T9", worklist_label="w", now="now")
-    row = service.result("9.9")
+    row = indexed.result("9.9")
     assert len(row["person_login"]) == 64 and row["items"][0]["value"] is None
+
+
+def test_a_result_indexed_by_a_concurrent_completion_is_refused(indexed: WorklistService) -> None:
+    with pytest.raises(errors.FinalStateRequirementsNotMet, match="was just indexed"):
+        with indexed.store.transaction(write=True) as conn:
+            indexed._index_results(conn, "T9", {}, [_record("1.2", "T9", "eve")], "now")
+    assert indexed.result("1.2")["workitem_uid"] == "T2"
 
 
 def test_unknown_result_is_404(service: WorklistService) -> None:
@@ -611,6 +623,7 @@ def test_http_json_csv_and_paging(http: TestClient) -> None:
     ("/api/results", {}, {"Accept": "image/png"}, 406, "Cannot answer with image/png"),
     ("/api/results/1.2", {}, {"Accept": "text/csv"}, 406, "sends application/json"),
     ("/api/results/9.9.9", {}, {}, 404, "No indexed result has SOP Instance UID 9.9.9"),
+    ("/api/results/1.2%00", {}, {}, 404, "No indexed result"),
     ("/api/results", {}, {"Authorization": ""}, 401, "Authentication required"),
 ])
 def test_http_refusals(http: TestClient, path: str, params: dict[str, Any],
