@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 from . import errors
 from .dicomjson import first, normalize_dt, values
 from .labelsets import LabelSet, LabelSetError, from_workitem
-from .provenance import LOGIN_SCHEME, ResultRecord
+from .provenance import LOGIN_SCHEME, UPS_PUSH_SOP_CLASS, ResultRecord
 from .resultform import Problem, concept_code, seg_structure, sr_structure, walk, words
 
 __all__ = ["SEGMENTATION_STORAGE", "SEG_STORAGE", "SR_STORAGE", "ResultOutput", "Performer",
@@ -106,12 +106,14 @@ def performers(workitem: Json) -> list[Performer]:
     """Who performs the task: the Actual Human Performers Sequence (0040,4035) of the
     performed procedure when given ("shall be provided if known", PS3.4 Table CC.2.5-3),
     else the Scheduled Human Performers Sequence (0040,4034).  A Human Performer Code
-    Sequence item written by the worklist is value = login, scheme L, meaning = name."""
+    Sequence item written by the worklist is value = login, scheme L, meaning = name; a
+    code of another scheme (an employee number...) is no login, the name is compared."""
     def read(items: list[Any]) -> list[Performer]:
         found = []
         for item in items:
             code = first(item, "HumanPerformerCodeSequence") or {}
-            login = str(first(code, "CodeValue") or "")
+            login = (str(first(code, "CodeValue") or "")
+                     if first(code, "CodingSchemeDesignator") == LOGIN_SCHEME else "")
             name = _pn(first(item, "HumanPerformerName")) or str(first(code, "CodeMeaning") or "")
             if login or name:
                 found.append(Performer(login, name))
@@ -257,8 +259,9 @@ def _check_one(output: ResultOutput, ds: Dataset, task: _Task, describe: Describ
     except Exception as exc:  # a reader's complaint about a malformed object
         return [Problem(f"{where}: cannot be read: {exc}", "OutputInformationSequence")]
     record.content_datetime = content_datetime(ds, record) or ""
-    # (e) the task it names, if any: PS3.3 C.7.3.1 / C.17.2 Referenced Performed
-    # Procedure Step Sequence (0008,1111).
+    # (e) the task it names, if any: Referenced Performed Procedure Step Sequence
+    # (0008,1111) of the General Series (PS3.3 C.7.3.1) / SR Document Series (C.17.1)
+    # Module.
     named = _named_tasks(ds) | ({record.task_uid} if record.task_uid else set())
     if named and task.uid not in named:
         problems.append(Problem(
@@ -296,9 +299,12 @@ def _identity_problems(output: ResultOutput, ds: Dataset, where: str) -> list[Pr
 
 
 def _named_tasks(ds: Dataset) -> set[str]:
+    """The UPS the object names; an item of another class (a Modality Performed
+    Procedure Step of the acquisition, say) names no task."""
     return {str(item.ReferencedSOPInstanceUID)
             for item in ds.get("ReferencedPerformedProcedureStepSequence") or []
-            if item.get("ReferencedSOPInstanceUID")}
+            if item.get("ReferencedSOPInstanceUID")
+            and item.get("ReferencedSOPClassUID", UPS_PUSH_SOP_CLASS) == UPS_PUSH_SOP_CLASS}
 
 
 # -- (c) the performer ---------------------------------------------------------------------

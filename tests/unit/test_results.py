@@ -373,6 +373,19 @@ def test_result_of_another_task_is_refused(service, images, ct, label_map, label
     assert exc.attribute == "ReferencedPerformedProcedureStepSequence"
 
 
+def test_a_modality_performed_procedure_step_is_not_a_task(service, images, ct, label_map,
+                                                          label_set) -> None:
+    uid, tx = _task(service, ct, label_set)
+    seg = _seg(ct, label_map, label_set, uid)
+    mpps = Dataset()
+    mpps.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step
+    mpps.ReferencedSOPInstanceUID = generate_uid()
+    seg.ReferencedPerformedProcedureStepSequence.append(mpps)
+    images.add(seg)
+    _link(service, uid, tx, [seg])
+    service.change_state(uid, "COMPLETED", tx, ACTOR)
+
+
 def test_object_that_is_not_what_the_reference_says(service, images, ct, label_map,
                                                     label_set) -> None:
     uid, tx = _task(service, ct, label_set)
@@ -647,6 +660,18 @@ def test_command_line(indexed: WorklistService, capsys: pytest.CaptureFixture[st
     assert json.loads(capsys.readouterr().out)["role"] == "Reviewer"
     assert main(["results", "--database", url, "--since", "someday"]) == 1
     assert "since: 'someday' is not a date" in capsys.readouterr().err
+
+
+def test_performer_code_of_another_scheme_is_no_login() -> None:
+    from worklist.dicomjson import dataset_to_json_dict
+    from worklist.resultcheck import performers
+    ds = Dataset()
+    item = Dataset()
+    item.HumanPerformerCodeSequence = [code_item("E1234", "99HOSP", "Roe^Jane")]
+    item.HumanPerformerName = "Roe^Jane"
+    ds.ScheduledHumanPerformersSequence = [item]
+    (performer,) = performers(dataset_to_json_dict(ds))
+    assert (performer.login, performer.name) == ("", "Roe^Jane")
 
 
 def test_seg_with_code_other_than_login_is_not_taken_for_a_login() -> None:
