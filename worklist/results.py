@@ -62,6 +62,7 @@ FILTERS = {
     "study": "Study Instance UID of the result",
     "label": "segment label or tracking identifier (wildcards)",
     "concept": "measurement or evaluation concept, e.g. Volume (wildcards)",
+    "finding": "segmented property type (SEG) or finding (SR), e.g. Lesion (wildcards)",
     "verdict": "a review's verdict on the result, e.g. REJECTED",
     "algorithm": "algorithm name (wildcards)",
     "algorithm_type": "MANUAL, SEMIAUTOMATIC or AUTOMATIC",
@@ -99,6 +100,7 @@ class ResultQuery:
     study: str | None = None
     label: str | None = None
     concept: str | None = None
+    finding: str | None = None
     verdict: str | None = None
     algorithm: str | None = None
     algorithm_type: str | None = None
@@ -229,6 +231,8 @@ def _conditions(q: ResultQuery) -> list[Any]:
         where.append(_like(i.label, q.label))
     if q.concept:
         where.append(_like(i.concept, q.concept))
+    if q.finding:
+        where.append(_like(i.property_type, q.finding))
     if q.algorithm:
         where.append(_like(i.algorithm_name, q.algorithm))
     if q.algorithm_type:
@@ -430,9 +434,11 @@ class ResultOperations:
                                  result_items.c.result_uid == results.c.sop_instance_uid)
         where = _conditions(query)
         stmt = (select(*_row_columns()).select_from(join).where(and_(True, *where))
-                .order_by(results.c.worklist_label, results.c.person_login,
-                          results.c.content_datetime, results.c.sop_instance_uid,
-                          result_items.c.id)
+                # coalesce: SQLite sorts NULL first, PostgreSQL last; one order for both
+                .order_by(*(func.coalesce(c, "") for c in (results.c.worklist_label,
+                                                           results.c.person_login,
+                                                           results.c.content_datetime)),
+                          results.c.sop_instance_uid, result_items.c.id)
                 .offset(query.offset).limit(query.limit))
         count = select(func.count()).select_from(join).where(and_(True, *where))
         with self.store.transaction() as conn:

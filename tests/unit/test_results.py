@@ -172,6 +172,8 @@ def test_completion_indexes_every_item_of_seg_and_sr(service, images, ct, label_
     assert {r["reader"] for r in rows} == {"jroe"} and {r["worklist"] for r in rows} == {"liver"}
     assert {r["role"] for r in rows} == {"Reader"}  # the SEG takes the role of its SR
     volumes = [r for r in rows if r["concept"] == "Volume"]
+    assert service.search_results(parse_query([("finding", "Lesion"), ("concept", "Volume"),
+                                               ("task", uid)])).rows == volumes[1:]
     assert len(volumes) == 2 and all(r["unit"] == "mm3" and r["value"] > 0 for r in volumes)
     assert all(r["content_datetime"].endswith("Z") for r in rows)
     one = service.result(seg.SOPInstanceUID)
@@ -546,6 +548,7 @@ def _sops(service: WorklistService, *params: tuple[str, str]) -> list[tuple[str,
     ([("since", "2026-03-01T11:00:00Z"), ("until", "2026-03-01T11:00:00Z")],
      [("1.1", "Liver lesion 1"), ("1.1", "Liver"), ("1.1", "")]),
     ([("label", "Liver lesion")], []),
+    ([("finding", "Les*"), ("kind", "SR")], []),
 ])
 def test_filters(indexed: WorklistService, params, expected) -> None:
     assert _sops(indexed, *params) == expected
