@@ -116,7 +116,8 @@ readers = [{{ login = "bench", name = "Bench^Reader", organization = "Bench Lab"
     try:
         for _ in range(300):
             try:
-                if httpx.get(base + "/dicom-web/workitems?limit=1", timeout=1).status_code in (200, 204):
+                r = httpx.get(base + "/dicom-web/workitems?limit=1", timeout=1)
+                if r.status_code in (200, 204):
                     break
             except httpx.HTTPError:
                 pass
@@ -157,7 +158,7 @@ readers = [{{ login = "bench", name = "Bench^Reader", organization = "Bench Lab"
                      "--server", base, "--user", "bench", "--state-dir", str(state)])
                 print(f"    fetch (WADO-RS to files): {wall:.2f} s")
                 extra = ["--inputs", str(tmp / uid)]
-            code, out, err, wall = timed_process(
+            code, _, err, wall = timed_process(
                 [sys.executable, "-m", "worklist.cli", "submit", uid, "--mask", str(mask),
                  "--timings", "--server", base, "--user", "bench", "--state-dir", str(state),
                  *extra])
@@ -172,7 +173,8 @@ readers = [{{ login = "bench", name = "Bench^Reader", organization = "Bench Lab"
                     step, seconds, rss_step = m.group(1), float(m.group(2)), m.group(3)
                     if step == "total":
                         rss = rss_step or "?"
-                    print(f"    {step:<22} {seconds:6.2f} s   peak RSS so far {rss_step or '?':>5} MiB")
+                    print(f"    {step:<22} {seconds:6.2f} s   peak RSS so far "
+                          f"{rss_step or '?':>5} MiB")
             met = "met" if wall < TARGET_S else "NOT met"
             print(f"    whole submit process (interpreter start included): {wall:.2f} s "
                   f"(target < {TARGET_S:.0f} s: {met}); peak RSS {rss} MiB")

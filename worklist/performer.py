@@ -296,23 +296,36 @@ class Performer:
                 "mine": mine, "claimed": self.claims.get(self.server, uid) is not None}
 
     # -- claim -----------------------------------------------------------------------------
-    def claim(self, uid: str) -> str:
+    def claim(self, uid: str) -> str | None:
         """PS3.18 11.7 / PS3.4 CC.2.1.3: IN PROGRESS with a new Transaction UID, then
         Actual Human Performers and Performed Procedure Step Start DateTime at once, so
-        the time on task is counted from the claim."""
+        the time on task is counted from the claim.  Returns the Transaction UID, or
+        None when I already hold this claim."""
         from pydicom.uid import generate_uid
 
-        transaction_uid = generate_uid(prefix="2.25.")
+        workitem = self._task(uid)
+        login = self.identity.login
+        scheduled = _logins(workitem, "ScheduledHumanPerformersSequence")
+        if scheduled and login not in scheduled:
+            # UPS lets anyone claim (PS3.4 CC.2.1.3); a client keeps to its own worklist.
+            raise PerformerError(f"task {uid} is scheduled for {', '.join(scheduled)}, not for "
+                                 f"{login}")
+        state = first(workitem, "ProcedureStepState")
+        if state == "IN PROGRESS":
+            actual = _logins(first(workitem, _PERFORMED) or {}, "ActualHumanPerformersSequence")
+            if login in actual and self.claims.get(self.server, uid):
+                return None
+            who = f" by {', '.join(actual)}" if actual else ""
+            raise PerformerError(f"task {uid} is already claimed (IN PROGRESS){who}")
+        if state != "SCHEDULED":
+            raise PerformerError(f"task {uid} is {state}: there is nothing to claim")
+        transaction_uid = generate_uid(prefix=None)  # 2.25 + a UUID (PS3.5 B.2)
         try:
             self.ups.change_state(uid, "IN PROGRESS", transaction_uid)
         except ClientError as exc:
-            if exc.status == 404:
-                raise PerformerError(f"no task {uid} on {self.server}") from None
             if exc.status == 409 and exc.dimse_status == "0xC302":
-                mine = " (by you, from another machine or state directory?)" \
-                    if self.claims.get(self.server, uid) else " by another performer"
-                raise PerformerError(f"task {uid} is already claimed (IN PROGRESS){mine}"
-                                     ) from None
+                raise PerformerError(f"task {uid} is already claimed (IN PROGRESS): another "
+                                     "performer was quicker") from None
             raise PerformerError(f"claim refused ({exc.status}): {exc.detail}"
                                  if exc.status else f"claim failed: {exc.message}") from None
         self.claims.put(self.server, uid, transaction_uid, self.identity.login)
@@ -327,6 +340,14 @@ class Performer:
         self._update(uid, transaction_uid, {_PERFORMED: [performed]}, step="recording the "
                      "performer and start time after the claim")
         return transaction_uid
+
+    def _task(self, uid: str) -> dict[str, Any]:
+        try:
+            return self.ups.retrieve(uid)
+        except ClientError as exc:
+            if exc.status == 404:
+                raise PerformerError(f"no task {uid} on {self.server}") from None
+            raise
 
     def _transaction(self, uid: str) -> str:
         tx = self.claims.get(self.server, uid)
@@ -353,7 +374,7 @@ class Performer:
 
         from .labelsets import from_workitem
 
-        workitem = self.ups.retrieve(uid)
+        workitem = self._task(uid)
         directory.mkdir(parents=True, exist_ok=True)
         count = 0
         items = input_series(workitem)
@@ -395,7 +416,7 @@ class Performer:
         COMPLETED (the server's completion checks apply; if refused, the Update is
         reverted)."""
         tx = self._transaction(uid)
-        workitem = self.ups.retrieve(uid)
+        workitem = self._task(uid)
         _require_in_progress(workitem, uid)
         root = dicomweb or dicomweb_root(workitem)
         if not root:
@@ -471,6 +492,12 @@ def _performed(workitem: dict[str, Any]) -> Dataset:
     replaced whole by an Update (PS3.4 CC.2.6.2), so we send back what we keep."""
     items = values(workitem, _PERFORMED)
     return Dataset.from_json(items[0]) if items else Dataset()
+
+
+def _logins(ds: dict[str, Any], keyword: str) -> list[str]:
+    """Human Performer Code Sequence values of a performers sequence's items."""
+    return [str(first(code, "CodeValue")) for item in values(ds, keyword)
+            for code in values(item, "HumanPerformerCodeSequence") if first(code, "CodeValue")]
 
 
 def _require_in_progress(workitem: dict[str, Any], uid: str) -> None:
@@ -577,8 +604,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--session", help="reading session / repetition label")
     p.add_argument("--comment", help="Comments on the Performed Procedure Step (and the "
                    "review comment)")
-    p.add_argument("--verdict", choices=["ACCEPTED", "REJECTED"], help="review task: the "
-                   "verdict on the reviewed report")
+    p.add_argument("--verdict", choices=["ACCEPTED", "REJECTED", "NEEDS_REVISION"],
+                   help="review task: the verdict on the reviewed report")
     p.add_argument("--reviewed", metavar="SR_UID", help="review task: the SR reviewed "
                    "(default: the one SR among the task's inputs)")
     p.add_argument("--timings", action="store_true", help="print each step's duration")
@@ -655,6 +682,9 @@ def _dispatch(s: Performer, args: argparse.Namespace) -> int:
         return 0
     if args.command == "claim":
         tx = s.claim(args.uid)
+        if tx is None:
+            print(f"worklist claim: you already hold task {args.uid}", file=sys.stderr)
+            tx = s.claims.get(s.server, args.uid)
         print(tx if args.show_transaction_uid else f"claimed {args.uid}")
         return 0
     if args.command == "fetch":

@@ -36,8 +36,18 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from .dicomjson import first, values
-from .performer import (SR_PREFIX, Identity, InputSeries, Performer, PerformerError,
-                        _require_in_progress, dicomweb_root, input_series, stow_url)
+from .performer import (
+    SR_PREFIX,
+    Identity,
+    InputSeries,
+    Performer,
+    PerformerError,
+    _require_in_progress,
+    dicomweb_root,
+    input_series,
+    output_instances,
+    stow_url,
+)
 from .upsclient import ClientError
 
 __all__ = ["submit", "Timer", "TOOL"]
@@ -97,12 +107,13 @@ def _peak_rss_mib() -> float:
 
 
 def _person(identity: Identity, workitem: dict[str, Any]) -> Any:
-    from .provenance import Person
+    from .provenance import Person, RoleValues
     # Institution Name is Type 1C beside the reader's login in the SEG (PS3.3 10.1); the
     # project (Worklist Label) stands in when neither the task nor --organization gives
     # one, as routing does for Human Performer's Organization.
     org = identity.organization or first(workitem, "WorklistLabel") or "worklist"
-    return Person(identity.login, identity.name or identity.login, org, identity.role)
+    return Person(identity.login, identity.name or identity.login, org,
+                  RoleValues(identity.role))
 
 
 def _part10(ds: Dataset) -> bytes:
@@ -216,7 +227,7 @@ def submit(s: Performer, args: argparse.Namespace) -> int:
     try:
         with timer("task"):
             tx = s._transaction(uid)
-            workitem = s.ups.retrieve(uid)
+            workitem = s._task(uid)
             _require_in_progress(workitem, uid)
             identity = s.identity.resolved(workitem)
         if args.verdict:
@@ -289,7 +300,7 @@ def _segmentation(s: Performer, args: argparse.Namespace, workitem: dict[str, An
         raise PerformerError(f"building the results: {exc}") from None
     del mask, images
     with timer("encode and check"):
-        out = []
+        out: list[tuple[str, Dataset, bytes]] = []
         for kind, ds in (("SEG", seg), ("SR", sr)):
             data = _part10(ds)
             _check_result(data, kind, task_uid=uid, login=identity.login,
@@ -311,7 +322,8 @@ def _review(s: Performer, args: argparse.Namespace, workitem: dict[str, Any],
                             session=args.session)
     try:
         with timer("build review SR"):
-            sr = build_review_report(reviewed, provenance, args.verdict, comment=args.comment)
+            sr = build_review_report(reviewed, provenance, args.verdict.replace("_", " "),
+                                     comment=args.comment)
     except (TypeError, ValueError) as exc:
         raise PerformerError(f"building the review report: {exc}") from None
     with timer("encode and check"):
@@ -378,8 +390,10 @@ def _store_and_complete(s: Performer, uid: str, tx: str, workitem: dict[str, Any
     note = (f" ({', '.join(f'{k} {ds.SOPInstanceUID}' for k, ds, _ in results)} are in the "
             f"image store but not linked to the task; resubmit, or link them with "
             f"'worklist link {uid} {uids} --complete')")
-    instances = [(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID),
-                  str(ds.SOPInstanceUID)) for _, ds, _ in results]
+    # Results linked before (worklist link, without --complete) stay linked beside these.
+    instances = output_instances(workitem) + [
+        (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID),
+         str(ds.SOPInstanceUID)) for _, ds, _ in results]
     with timer("update and complete"):
         s.finish(uid, tx, workitem, instances, complete=True, comment=comment,
                  stored_note=note)

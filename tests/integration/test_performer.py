@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,12 @@ from pydicom.dataset import Dataset
 from seg.synthetic import ct_volume, sphere_labels
 from tests.conftest import ROOT, Server, start_server
 from tests.integration.orthanc_fixture import (  # noqa: F401 - the fixture
-    OrthancForTests, orthanc, stow, to_bytes, wait_for, worklist_config,
+    OrthancForTests,
+    orthanc,
+    stow,
+    to_bytes,
+    wait_for,
+    worklist_config,
 )
 from worklist.dicomjson import first, values
 from worklist.upsclient import DICOMwebClient
@@ -123,8 +127,8 @@ def _dciodvfy_errors(ds: Dataset, path: Path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
-def test_reader_lists_claims_fetches_submits_and_the_results_validate(env: Env,
-                                                                      tmp_path: Path) -> None:
+def test_reader_claims_fetches_submits_results_validate_and_a_reviewer_accepts(
+        env: Env, tmp_path: Path) -> None:
     uid, images = env.new_task("PERF-FLOW")
     study = images[0].StudyInstanceUID
 
@@ -140,7 +144,8 @@ def test_reader_lists_claims_fetches_submits_and_the_results_validate(env: Env,
     claim = env.cli("claim", uid)
     assert (claim.returncode, claim.stdout.strip()) == (0, f"claimed {uid}"), claim.stderr
     other = env.cli("claim", uid, user="reader2")
-    assert other.returncode == 1 and "already claimed" in other.stderr, other.stderr
+    assert other.returncode == 1, other.stderr
+    assert f"task {uid} is scheduled for reader1, not for reader2" in other.stderr
     performed = first(env.workitem(uid), "UnifiedProcedureStepPerformedProcedureSequence")
     actual = first(performed, "ActualHumanPerformersSequence")
     assert first(first(actual, "HumanPerformerCodeSequence"), "CodeValue") == "reader1"
@@ -194,6 +199,47 @@ def test_reader_lists_claims_fetches_submits_and_the_results_validate(env: Env,
         else:
             assert "reader1" in ds.to_json() and "One^Reader" in ds.to_json()
     assert uid not in env.cli("tasks", "--json").stdout
+
+    # A reviewer's task on that result: its inputs are the source series and the SEG/SR.
+    review_uid = _create_review_task(env, workitem)
+    assert env.cli("claim", review_uid, user="reviewer1").returncode == 0
+    review = env.cli("submit", review_uid, "--verdict", "ACCEPTED", "--comment", "agreed",
+                     user="reviewer1")
+    assert review.returncode == 0, review.stderr
+    assert env.state(review_uid) == "COMPLETED"
+    (sop,) = _outputs(env.workitem(review_uid))
+    series = _series_of(env, study)[sop]
+    verdict = env.retrieve(study, series, sop)
+    assert _dciodvfy_errors(verdict, tmp_path / "review.dcm") == []
+    assert verdict.VerificationFlag == "VERIFIED"
+    assert verdict.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0] \
+        .ReferencedSOPSequence[0].ReferencedSOPInstanceUID in outputs
+    assert "reviewer1" in verdict.to_json() and "agreed" in verdict.to_json()
+
+
+def _create_review_task(env: Env, reader_task: dict[str, Any]) -> str:
+    """A review workitem (PS3.4 Table CC.2.5-3 creation attributes, via UPS-RS Create)
+    whose Input Information lists the reader's inputs and outputs."""
+    from pydicom.uid import generate_uid
+
+    from worklist.dicomjson import dataset_to_json_dict
+    from worklist.sample import code_item, new_workitem, performer_item
+
+    task = Dataset.from_json(reader_task)
+    performed = task.UnifiedProcedureStepPerformedProcedureSequence[0]
+    ds = new_workitem(
+        label="Review", worklist_label="liver-2026", priority="MEDIUM",
+        start="20260315120000", workitem_code=code_item("110007", "DCM", "Report Verification"),
+        study_uid=task.StudyInstanceUID, patient_id=task.PatientID,
+        performers=[performer_item("reviewer1", "Two^Reviewer", "Lab")],
+        inputs=list(task.InputInformationSequence) + list(performed.OutputInformationSequence),
+        outputs=list(task.OutputDestinationSequence))
+    uid = generate_uid()
+    r = httpx.post(f"{env.server.base_url}/workitems", params={"workitem": uid},
+                   json=dataset_to_json_dict(ds),
+                   headers={"Content-Type": "application/dicom+json"})
+    assert r.status_code == 201, r.text
+    return uid
 
 
 def test_bad_masks_are_refused_and_nothing_is_stored(env: Env, tmp_path: Path) -> None:
@@ -267,6 +313,11 @@ def test_pool_task_claimed_and_a_seg_from_another_tool_linked(env: Env, tmp_path
     pool = json.loads(env.cli("tasks", "--pool", "--worklist", "pool-2026", "--json").stdout)
     assert [(r["uid"], r["mine"]) for r in pool] == [(uid, False)]
     assert env.cli("claim", uid, "--name", "Three^Reader").returncode == 0
+    again = env.cli("claim", uid)
+    assert again.returncode == 0 and "you already hold" in again.stderr
+    taken = env.cli("claim", uid, user="reader2")
+    assert taken.returncode == 1
+    assert f"task {uid} is already claimed (IN PROGRESS) by reader1" in taken.stderr
     (mine,) = [r for r in json.loads(env.cli("tasks", "--json").stdout) if r["uid"] == uid]
     assert (mine["state"], mine["claimed"]) == ("IN PROGRESS", True)
 

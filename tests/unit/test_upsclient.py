@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import httpx
 import pytest
@@ -38,8 +39,8 @@ def test_warning_text_is_the_text_after_the_service() -> None:
     assert warning_text(None) is None
 
 
-def _ups(handler: object) -> UPSClient:
-    return UPSClient("http://ups/dicom-web", transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+def _ups(handler: Any) -> UPSClient:
+    return UPSClient("http://ups/dicom-web", transport=httpx.MockTransport(handler))
 
 
 def test_refusal_carries_status_server_message_and_warning() -> None:
