@@ -640,15 +640,29 @@ def _session(args: argparse.Namespace) -> Performer:
                      Claims(args.state_dir or default_state_dir()), base)
 
 
+def _local_time(dt: str) -> str:
+    """A DICOM DT (PS3.5 6.2) as local 'YYYY-MM-DD HH:MM' (converted when it carries a
+    UTC offset), else as given."""
+    try:
+        when = _dt.datetime.strptime(dt[:12], "%Y%m%d%H%M")
+    except ValueError:
+        return dt
+    offset = dt[-5:] if len(dt) > 14 and dt[-5] in "+-" else None
+    if offset:
+        sign = 1 if offset[0] == "+" else -1
+        zone = _dt.timezone(sign * _dt.timedelta(hours=int(offset[1:3]),
+                                                 minutes=int(offset[3:5])))
+        when = when.replace(tzinfo=zone).astimezone()
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     head = ("UID", "STATE", "PRIORITY", "LABEL", "PATIENT", "DUE")
     lines = [head]
     for r in rows:
         state = r["state"] + ("" if r["readiness"] in (None, "READY") else
                               f" ({r['readiness']})") + ("" if r["mine"] else " [pool]")
-        due = r["due"]
-        due = f"{due[:4]}-{due[4:6]}-{due[6:8]} {due[8:10]}:{due[10:12]}" if len(due) >= 12 \
-            else due
+        due = _local_time(r["due"])
         lines.append((r["uid"], state, r["priority"] or "", r["label"], r["patient_id"], due))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip()
