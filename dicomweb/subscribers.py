@@ -78,6 +78,94 @@ def channel_url(request: Request, ae: str) -> str:
     return f"{scheme}://{host}/dicom-web/ws/subscribers/{quote(ae, safe='')}"
 
 
+class _LoopFanout:
+    """The hub's way into one event loop: one thread-safe call per batch of events for
+    all of the loop's connections, instead of one wake-up per connection."""
+
+    _by_loop: dict[asyncio.AbstractEventLoop, _LoopFanout] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _LoopFanout:
+        if loop not in cls._by_loop:
+            cls._by_loop = {lp: f for lp, f in cls._by_loop.items() if not lp.is_closed()}
+            cls._by_loop[loop] = cls(loop)
+        return cls._by_loop[loop]
+
+    def notify(self, channels: list[Channel]) -> None:  # from the hub's thread
+        try:
+            self.loop.call_soon_threadsafe(self._pump, channels)
+        except RuntimeError:  # the loop has closed: its connections are gone
+            pass
+
+    @staticmethod
+    def _pump(channels: list[Channel]) -> None:
+        for channel in channels:
+            channel.owner.pump()
+
+
+class _Live:
+    """One connected subscriber: its channel, what it has been sent, and how to send."""
+
+    def __init__(self, ws: WebSocket, ae: str, service: WorklistService,
+                 send_timeout: float) -> None:
+        self.ws, self.ae, self.service, self.send_timeout = ws, ae, service, send_timeout
+        self.frames = ws.scope.get("extensions", {}).get(FRAMES_EXTENSION)
+        self.sent = 0
+        self.idle = False
+        """The connection's task waits for events: the loop may write them directly."""
+        self.wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.channel = Channel(ae, lambda: loop.call_soon_threadsafe(self.wake.set))
+        self.channel.owner = self
+        if self.frames is not None:
+            self.channel.batch_notify = _LoopFanout.of(loop).notify
+
+    def pump(self) -> None:
+        """On the loop, when the hub has offered events: write them now when the
+        connection is idle and its buffer has room (no task switch), else wake its task."""
+        if (self.idle and self.frames is not None and self.frames.writable.is_set()
+                and not self.channel.overflowed):
+            try:
+                self._write(self.channel.take())
+                return
+            except ConnectionError:
+                pass  # the task notices the client has gone
+        self.wake.set()
+
+    def _write(self, items: list[tuple[int, str]]) -> None:
+        items = [(seq, payload) for seq, payload in items if seq > self.sent]  # replayed
+        if items:
+            self.frames.write(b"".join(text_frame(payload) for _, payload in items))
+            self.sent = items[-1][0]
+            self.service.hub.note_delivered(self.ae, self.sent)  # written by the hub
+
+    async def send(self, items: list[tuple[int, str]]) -> None:
+        # A send waits only while the connection's write buffer is above its high-water
+        # mark (a client not reading); each write gets send_timeout seconds.
+        if self.frames is not None:  # the batch's frames in one write (dicomweb.wsframes)
+            if not self.frames.writable.is_set():
+                await asyncio.wait_for(self.frames.writable.wait(), self.send_timeout)
+            self._write(items)
+            return
+        # Plain ASGI sends: one asyncio.timeout per batch, rescheduled per frame
+        # (asyncio.wait_for would create a task per frame).
+        first, loop = self.sent, asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as deadline:
+                for seq, payload in items:
+                    if seq <= self.sent:
+                        continue  # already sent in the replay
+                    deadline.reschedule(loop.time() + self.send_timeout)
+                    await self.ws.send_text(payload)
+                    self.sent = seq
+        finally:
+            if self.sent > first:
+                self.service.hub.note_delivered(self.ae, self.sent)
+
+
 def subscription_routes(service: WorklistService, actor_of: Any,
                         warning_header: Any, *, send_timeout: float = 10.0) -> list[Any]:
 
@@ -120,61 +208,31 @@ def subscription_routes(service: WorklistService, actor_of: Any,
         await _stream(ws, ae)
 
     async def _stream(ws: WebSocket, ae: str) -> None:
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        live = Channel(ae, lambda: loop.call_soon_threadsafe(wake.set))
-        await run_in_threadpool(service.hub.attach, live)  # may read the outbox head
+        live = _Live(ws, ae, service, send_timeout)
+        await run_in_threadpool(service.hub.attach, live.channel)  # may read the head
         reader = asyncio.create_task(_drain_client(ws))
-        reader.add_done_callback(lambda _: wake.set())  # a client leaving wakes us too
-        sent = 0
+        reader.add_done_callback(lambda _: live.wake.set())  # a client leaving wakes us
         try:
-            replay = await run_in_threadpool(service.pending_events, ae)
-            sent = await _send(ws, replay, sent)
+            await live.send(await run_in_threadpool(service.pending_events, ae))  # replay
             while not reader.done():
-                await wake.wait()
-                wake.clear()
-                if live.overflowed:
-                    await _persist(ae, sent)
+                live.idle = True  # the loop may now write new events itself (pump)
+                await live.wake.wait()
+                live.idle = False
+                live.wake.clear()
+                if live.channel.overflowed:
+                    await _persist(ae, live.sent)
                     await ws.close(code=1013, reason="Too far behind: reconnect to be replayed")
                     return
-                sent = await _send(ws, live.take(), sent)
-        except (WebSocketDisconnect, asyncio.TimeoutError):
+                await live.send(live.channel.take())
+        except (WebSocketDisconnect, asyncio.TimeoutError, ConnectionError):
             pass  # a client gone or too slow: its cursor says where to resume
         except Exception as exc:  # a broken connection, whatever the server calls it
             log.debug("event channel of %s ended: %r", ae, exc)
         finally:
-            service.hub.detach(live)
+            live.idle = False
+            service.hub.detach(live.channel)
             reader.cancel()
-            await _persist(ae, sent)
-
-    async def _send(ws: WebSocket, items: list[tuple[int, str]], sent: int) -> int:
-        # A send waits only while the connection's write buffer is above its high-water
-        # mark (a client not reading); each write gets send_timeout seconds.
-        ae = ws.path_params["aetitle"].strip(" ")
-        items = [(seq, payload) for seq, payload in items if seq > sent]  # not replayed
-        if not items:
-            return sent
-        frames = ws.scope.get("extensions", {}).get(FRAMES_EXTENSION)
-        first = sent
-        try:
-            if frames is not None:  # the batch's frames in one write (dicomweb.wsframes)
-                if not frames.writable.is_set():
-                    await asyncio.wait_for(frames.writable.wait(), timeout=send_timeout)
-                frames.write(b"".join(text_frame(payload) for _, payload in items))
-                sent = items[-1][0]
-            else:
-                # One asyncio.timeout per batch, rescheduled per frame (asyncio.wait_for
-                # would create a task per frame).
-                loop = asyncio.get_running_loop()
-                async with asyncio.timeout(None) as deadline:
-                    for seq, payload in items:
-                        deadline.reschedule(loop.time() + send_timeout)
-                        await ws.send_text(payload)
-                        sent = seq
-        finally:
-            if sent > first:
-                service.hub.note_delivered(ae, sent)  # written by the hub, batched
-        return sent
+            await _persist(ae, live.sent)
 
     async def _persist(ae: str, sent: int) -> None:
         if sent:

@@ -43,6 +43,11 @@ class Channel:
         """Called (from the hub thread) when events arrive or the channel overflows."""
         self.limit = limit
         self.overflowed = False
+        self.batch_notify: Callable[[list[Channel]], None] | None = None
+        """When set, called instead of ``notify`` with every channel sharing it that got
+        events in one dispatch (one wake-up of a consumer serving many channels)."""
+        self.owner: Any = None
+        """The consumer's object for this channel (for ``batch_notify``)."""
         self._items: collections.deque[tuple[int, str]] = collections.deque()
         self._lock = threading.Lock()
 
@@ -196,10 +201,17 @@ class EventHub:
                             self.detach(channel)
                         touched.add(channel)
                 self._last = seq
+            batches: dict[Callable[[list[Channel]], None], list[Channel]] = {}
             for channel in touched:
+                batch_notify = channel.batch_notify
+                if batch_notify is not None:  # one call for all channels of a consumer
+                    batches.setdefault(batch_notify, []).append(channel)
+                    continue
                 try:
                     channel.notify()
                 except Exception:  # a closed event loop: the consumer is gone
                     self.detach(channel)
+            for batch_notify, channels in batches.items():
+                batch_notify(channels)
             if len(rows) < _BATCH:
                 return
