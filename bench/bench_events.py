@@ -186,6 +186,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--database", default="")
+    parser.add_argument("--receiver", choices=("pynetdicom", "lean"), default="pynetdicom",
+                        help="DIMSE subscriber implementation (bench/lean_receiver.py: "
+                             "what the worklist delivers when the subscriber is fast)")
     parser.add_argument("--drain", type=float, default=5.0,
                         help="seconds to wait for late WebSocket events after the last change")
     args = parser.parse_args()
@@ -220,8 +223,10 @@ def main() -> int:
     dimse_out, ports, dimse_stop = mp.Queue(), mp.Queue(), mp.Event()
     receivers = None
     if dimse_names:
-        receivers = mp.Process(target=dimse_process,
-                               args=(dimse_names, ports, dimse_out, dimse_stop))
+        target = dimse_process
+        if args.receiver == "lean":
+            from bench.lean_receiver import run as target
+        receivers = mp.Process(target=target, args=(dimse_names, ports, dimse_out, dimse_stop))
         receivers.start()
         for _ in dimse_names:
             name, rport = ports.get(timeout=60)
