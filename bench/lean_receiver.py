@@ -17,7 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from dimse.eventscu import _command, _item, _parse_command
+from dimse.eventscu import _command, _item, _parse_command, pdvs
 
 UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 IMPLICIT, EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
@@ -85,12 +85,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 return
             if pdu_type != 0x04:
                 return
-            i = 0
-            while i + 6 <= len(data):
-                length = struct.unpack_from(">I", data, i)[0]
-                pc_id, control = data[i + 4], data[i + 5]
-                fragment = data[i + 6:i + 4 + length]
-                i += 4 + length
+            for pc_id, control, fragment in pdvs(data):
                 if control & 0x01:
                     command += fragment
                     if control & 0x02:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["EventAssociation", "AssociationRefused", "AssociationLost"]
 
@@ -69,6 +69,16 @@ def _element(group: int, elem: int, value: bytes) -> bytes:  # Implicit VR LE
 def _command(fields: list[tuple[int, bytes]]) -> bytes:
     body = b"".join(_element(0x0000, e, v) for e, v in fields)
     return _element(0x0000, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def pdvs(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """The PDVs of a P-DATA-TF PDU's body (PS3.8 9.3.5): (presentation context ID,
+    message control header, fragment)."""
+    i = 0
+    while i + 6 <= len(data):
+        length = struct.unpack_from(">I", data, i)[0]
+        yield data[i + 4], data[i + 5], data[i + 6:i + 4 + length]
+        i += 4 + length
 
 
 def _parse_command(data: bytes) -> dict[int, bytes]:
@@ -251,12 +261,7 @@ class EventAssociation:
                 raise AssociationLost(f"{self.called_ae} released the association")
             if pdu_type != 0x04:
                 raise AssociationLost(f"unexpected PDU 0x{pdu_type:02X}")
-            i = 0
-            while i + 6 <= len(data):
-                length = struct.unpack_from(">I", data, i)[0]
-                control = data[i + 5]
-                fragment = data[i + 6:i + 4 + length]
-                i += 4 + length
+            for _pc_id, control, fragment in pdvs(data):
                 if control & 0x01:
                     command += fragment
                     if control & 0x02:
