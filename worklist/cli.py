@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     _common(history)
     history.add_argument("uid")
     _results_parser(sub)
-    from .performer import add_parsers as performer_parsers  # issue 6: the performer's flow
+    from .performer_cli import add_parsers as performer_parsers  # issue 6: the performer's flow
     performer_parsers(sub)
     return parser
 
@@ -94,11 +94,11 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _run(args: argparse.Namespace) -> int:
+    from . import performer_cli
     from .errors import UPSError
-    from .performer import COMMANDS as PERFORMER_COMMANDS, run as run_performer
 
-    if args.command in PERFORMER_COMMANDS:  # clients of a server: no settings, no database
-        return run_performer(args)
+    if args.command in performer_cli.COMMANDS:  # clients of a server: no settings, no database
+        return performer_cli.run(args)
     if args.command == "sample":
         from .sample import sample_workitem_json
         print(json.dumps(sample_workitem_json(worklist_label=args.worklist_label,

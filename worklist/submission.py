@@ -274,7 +274,7 @@ def _segmentation(s: Performer, args: argparse.Namespace, workitem: dict[str, An
     try:
         with timer("load mask"):
             mask = load_mask(args.mask, label_set)
-        with timer("fetch source series"):
+        with timer("source series " + ("(files)" if args.inputs else "(WADO-RS)")):
             images = _load_images(s, series, args.inputs)
         with timer("check geometry"):
             try:
