@@ -68,6 +68,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--inputs", type=Path, metavar="DIR", help="source images from a prior "
                    "'worklist fetch' (default: WADO-RS)")
     p.add_argument("--series", help="the source series, when the task has several")
+    p.add_argument("--label-set", metavar="NAME", help="for a task that carries no label set: "
+                   "one of config/labelsets.toml")
     p.add_argument("--ai-input", metavar="ALGO:VERSION", help="the mask was edited from this "
                    "algorithm's proposal (SEMIAUTOMATIC)")
     p.add_argument("--session", help="reading session / repetition label")

@@ -253,17 +253,10 @@ def _segmentation(s: Performer, args: argparse.Namespace, workitem: dict[str, An
     from sr.build import build_measurement_report
     from sr.measure import measure_segments
 
-    from .labelsets import LabelSetError, from_workitem
     from .provenance import Algorithm, Provenance
 
     uid = args.uid
-    try:
-        label_set = from_workitem(workitem)
-    except LabelSetError as exc:
-        raise PerformerError(f"the task's label set is unusable: {exc}") from None
-    if label_set is None:
-        raise PerformerError("the task carries no label set (Scheduled Processing Parameters): "
-                             "a mask's values mean nothing without one")
+    label_set = _label_set(workitem, args.label_set)
     series = _source_series(workitem, args.series)
     algorithm = None
     if args.ai_input:
@@ -307,6 +300,29 @@ def _segmentation(s: Performer, args: argparse.Namespace, workitem: dict[str, An
                           source_series=series.series_uid)
             out.append((kind, ds, data))
     return out
+
+
+def _label_set(workitem: dict[str, Any], named: str | None) -> Any:
+    """The task's label set (Scheduled Processing Parameters, ``worklist.labelsets``); a
+    task routed without one (the default rule) takes ``--label-set NAME`` from
+    ``config/labelsets.toml``.  A name that contradicts the task's own set is refused."""
+    from .labelsets import LabelSetError, from_workitem, load_label_sets
+
+    try:
+        carried = from_workitem(workitem)
+        if carried is not None:
+            if named and named != carried.name:
+                raise PerformerError(f"the task's label set is '{carried.name}', not '{named}'")
+            return carried
+        if not named:
+            raise PerformerError("the task carries no label set (Scheduled Processing "
+                                 "Parameters): name one with --label-set NAME")
+        sets = load_label_sets()
+    except LabelSetError as exc:
+        raise PerformerError(f"label set: {exc}") from None
+    if named not in sets:
+        raise PerformerError(f"no label set '{named}' (known: {', '.join(sorted(sets)) or 'none'})")
+    return sets[named]
 
 
 def _review(s: Performer, args: argparse.Namespace, workitem: dict[str, Any],

@@ -55,7 +55,6 @@ readers = [{ login = "reader1", name = "One^Reader", organization = "Lab" }]
 name = "pool"
 match = { StudyDescription = "re:(?i)pool" }
 worklist_label = "pool-2026"
-label_set = "liver-lesions"
 """
 
 
@@ -264,6 +263,9 @@ def test_bad_masks_are_refused_and_nothing_is_stored(env: Env, tmp_path: Path) -
         assert env.state(uid) == "IN PROGRESS"
         assert _outputs(env.workitem(uid)) == []
         assert env.study_instances(study) == before, name
+    other_set = env.cli("submit", uid, "--mask", str(tmp_path / "label.npy"), "--label-set",
+                        "lung-nodules")
+    assert "the task's label set is 'liver-lesions', not 'lung-nodules'" in other_set.stderr
     usage = env.cli("submit", uid)
     assert usage.returncode == 2
     # unclaimed by this user: refused before anything is read
@@ -305,7 +307,7 @@ def test_source_series_missing_from_orthanc_is_named(env: Env, tmp_path: Path) -
 
 def test_pool_task_claimed_and_a_seg_from_another_tool_linked(env: Env, tmp_path: Path) -> None:
     from seg.build import build_segmentation
-    from worklist.labelsets import from_workitem
+    from worklist.labelsets import from_workitem, load_label_sets
     from worklist.provenance import Person, Provenance, Tool
 
     uid, images = env.new_task("PERF-POOL", description="Pool CT")
@@ -321,11 +323,16 @@ def test_pool_task_claimed_and_a_seg_from_another_tool_linked(env: Env, tmp_path
     (mine,) = [r for r in json.loads(env.cli("tasks", "--json").stdout) if r["uid"] == uid]
     assert (mine["state"], mine["claimed"]) == ("IN PROGRESS", True)
 
+    np.save(tmp_path / "mask.npy", sphere_labels(SHAPE, 1))
+    unlabelled = env.cli("submit", uid, "--mask", str(tmp_path / "mask.npy"))
+    assert unlabelled.returncode == 1
+    assert "carries no label set" in unlabelled.stderr and "--label-set" in unlabelled.stderr
+
     missing = env.cli("link", uid, "1.2.3.999")
     assert missing.returncode == 1 and "1.2.3.999 is not in the image store" in missing.stderr
 
-    label_set = from_workitem(env.workitem(uid))
-    assert label_set is not None
+    assert from_workitem(env.workitem(uid)) is None  # routed without a label set
+    label_set = load_label_sets()["liver-lesions"]
     # A SEG made by someone else: the server refuses to complete with it (naming the
     # object and attribute); the link is reverted, the task stays IN PROGRESS.
     foreign = build_segmentation(images, sphere_labels(SHAPE, 1), label_set, Provenance(

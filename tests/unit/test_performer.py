@@ -116,3 +116,23 @@ def test_refused_completion_reverts_the_update_and_keeps_the_claim(tmp_path: Pat
     assert "the update was reverted" in text and "worklist link 1.2.3.4 1.2.12" in text
     assert wire.log[-1][2] == PERFORMED_AT_CLAIM
     assert p.claims.get(SERVER, UID) == TX
+
+
+def test_a_task_without_label_set_takes_one_by_name_and_a_contradicting_name_is_refused() -> None:
+    from worklist.labelsets import load_label_sets, to_processing_parameters
+    from worklist.submission import _label_set
+
+    bare = _workitem()
+    with pytest.raises(PerformerError, match="carries no label set.*--label-set NAME"):
+        _label_set(bare, None)
+    assert _label_set(bare, "lung-nodules").name == "lung-nodules"
+    with pytest.raises(PerformerError, match="no label set 'nope' \\(known: abdomen-organs"):
+        _label_set(bare, "nope")
+    ds = Dataset()
+    ds.ScheduledProcessingParametersSequence = to_processing_parameters(
+        load_label_sets()["liver-lesions"])
+    carrying = {**bare, **ds.to_json_dict()}
+    assert _label_set(carrying, None).name == "liver-lesions"
+    assert _label_set(carrying, "liver-lesions").name == "liver-lesions"
+    with pytest.raises(PerformerError, match="is 'liver-lesions', not 'lung-nodules'"):
+        _label_set(carrying, "lung-nodules")
