@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
 
 # -- issue 6: the reviewer's query over the result index (begin) ----------------------------
 def _results_parser(sub) -> None:  # type: ignore[no-untyped-def]
-    from .results import FILTERS, MAX_LIMIT
+    from .resultfilters import FILTERS, MAX_LIMIT
     results = sub.add_parser("results", help="query the provenance of the SEG/SR linked to "
                              "completed workitems (JSON, or CSV with --csv)")
     _common(results)

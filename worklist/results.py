@@ -40,6 +40,7 @@ from .dicomjson import first, normalize_dt
 from .orthanc import ImageStore
 from .provenance import ResultRecord, RoleValues
 from .resultcheck import check_results, result_outputs
+from .resultfilters import DEFAULT_LIMIT, FILTERS, MAX_LIMIT
 from .schema import result_items, result_refs, results
 from .status import Status
 
@@ -53,25 +54,6 @@ VERDICT_CONCEPTS = ("Review verdict",)
 review names: ``sr.build.REVIEW_VERDICT`` (VERDICT, 99WORKLIST); its value's meaning
 (Accepted, Rejected, Needs revision) is the verdict, compared case-insensitively."""
 
-FILTERS = {
-    "worklist": "Worklist Label of the task (wildcards * and ?)",
-    "task": "the task's workitem UID",
-    "reader": "login of the person who made the result",
-    "role": "role of that person (Reader, Reviewer, Adjudicator)",
-    "kind": "SEG or SR",
-    "study": "Study Instance UID of the result",
-    "label": "segment label or tracking identifier (wildcards)",
-    "concept": "measurement or evaluation concept, e.g. Volume (wildcards)",
-    "finding": "segmented property type (SEG) or finding (SR), e.g. Lesion (wildcards)",
-    "verdict": "a review's verdict on the result, e.g. REJECTED",
-    "algorithm": "algorithm name (wildcards)",
-    "algorithm_type": "MANUAL, SEMIAUTOMATIC or AUTOMATIC",
-    "since": "content date-time from (YYYYMMDD[HHMMSS] or ISO 8601)",
-    "until": "content date-time up to, inclusive",
-    "limit": "rows per page (default 1000, at most 100000)",
-    "offset": "rows to skip",
-}
-DEFAULT_LIMIT, MAX_LIMIT = 1000, 100_000
 
 ROW_FIELDS = (
     "task", "worklist", "kind", "sop_instance_uid", "study_uid", "series_uid", "reader",
