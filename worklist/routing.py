@@ -56,9 +56,10 @@ log = logging.getLogger("worklist.routing")
 DEFAULT_RULES: list[dict[str, Any]] = [{
     "name": "default", "match": {}, "worklist_label": "default",
     "procedure_step_label": "Segmentation", "workitem_code": ["SEG", "99WORKLIST", "Segmentation"],
-    "priority": "MEDIUM",
+    "priority": "MEDIUM", "label_set": "default",
 }]
-"""Every new study → one unassigned segmentation workitem in the ``default`` worklist."""
+"""Every new study → one unassigned segmentation workitem in the ``default`` worklist,
+with the ``default`` label set when the label sets define one."""
 
 _FIELDS = {"name", "match", "worklist_label", "procedure_step_label", "workitem_code",
            "priority", "expected_completion", "label_set", "readers"}
@@ -165,6 +166,13 @@ def parse_rules(raw: list[dict[str, Any]] | None,
     ``config/labelsets.toml``)."""
     if raw is None:
         raw = DEFAULT_RULES
+        if label_sets is None:
+            try:
+                label_sets = load_label_sets()
+            except LabelSetError as exc:
+                raise RoutingError(str(exc)) from None
+        if "default" not in label_sets:
+            raw = [{k: v for k, v in rule.items() if k != "label_set"} for rule in raw]
     rules, names = [], set()
     for index, spec in enumerate(raw, 1):
         if not isinstance(spec, dict):
