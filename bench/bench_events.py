@@ -5,9 +5,10 @@
 
 Starts, in this process, what the server runs (the UPS-RS app on uvicorn, the event
 hub and the N-EVENT-REPORT senders) over one fresh SQLite database (or ``--database``).
+The N-EVENT-REPORT senders run in a child process, as ``worklist serve`` runs them.
 The subscribers run elsewhere, as they would on other machines: ``--ws`` WebSocket
 subscribers in a second process, ``--dimse`` pynetdicom N-EVENT-REPORT receivers in a
-third; all subscribe globally.  A fourth process runs 8 client threads creating
+third; all subscribe globally.  A fourth process runs ``--clients`` threads creating
 workitems (one State Report each) at ``--rate`` per second for ``--seconds``.  For every (subscriber, event) it measures the delay from the HTTP
 response of the change to the event's arrival, and prints, per channel, the events
 expected, received, lost or duplicated, and p50/p95/max of the delay.  Target: nothing
@@ -40,7 +41,7 @@ from pynetdicom import AE, evt  # noqa: E402
 
 from dicomweb.app import create_app  # noqa: E402
 from dicomweb.wsframes import FramesWebSocketProtocol  # noqa: E402
-from dimse.events import EventSender  # noqa: E402
+from dimse.eventprocess import SenderProcess  # noqa: E402
 from dimse.server import _set_nodelay  # noqa: E402
 from worklist.sample import sample_workitem_json  # noqa: E402
 from worklist.service import WorklistService  # noqa: E402
@@ -145,8 +146,8 @@ def dimse_process(names: list[str], ports: Any, out: Any, stop: Any) -> None:
     out.put(arrivals.seen)
 
 
-def creator_process(port: int, rate: float, seconds: float, out: Any) -> None:
-    """8 client threads creating workitems on a schedule; reports response times."""
+def creator_process(port: int, rate: float, seconds: float, clients: int, out: Any) -> None:
+    """Client threads creating workitems on a schedule; reports response times."""
     responded: dict[str, float] = {}
     lock = threading.Lock()
     total = int(rate * seconds)
@@ -171,7 +172,7 @@ def creator_process(port: int, rate: float, seconds: float, out: Any) -> None:
                 with lock:
                     responded[uid] = time.time()
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -186,6 +187,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--database", default="")
+    parser.add_argument("--clients", type=int, default=8,
+                        help="concurrent creating clients (each waits for its answers)")
     parser.add_argument("--receiver", choices=("pynetdicom", "lean"), default="pynetdicom",
                         help="DIMSE subscriber implementation (bench/lean_receiver.py: "
                              "what the worklist delivers when the subscriber is fast)")
@@ -228,10 +231,10 @@ def main() -> int:
             from bench.lean_receiver import run as target
         receivers = mp.Process(target=target, args=(dimse_names, ports, dimse_out, dimse_stop))
         receivers.start()
-        for _ in dimse_names:
-            name, rport = ports.get(timeout=60)
-            senders.append(EventSender(service, name, f"127.0.0.1:{rport}",
-                                       calling_ae="WORKLIST").start())
+        peers = dict(ports.get(timeout=60) for _ in dimse_names)
+        # as `worklist serve` runs them: in a process of their own (dimse.eventprocess)
+        senders.append(SenderProcess(url, {n: f"127.0.0.1:{p}" for n, p in peers.items()},
+                                     "WORKLIST", log_level="WARNING").start())
     out, ready, stop = mp.Queue(), mp.Event(), mp.Event()
     reader = None
     if ws_names:
@@ -241,7 +244,8 @@ def main() -> int:
 
     total = int(args.rate * args.seconds)
     created = mp.Queue()
-    creator = mp.Process(target=creator_process, args=(port, args.rate, args.seconds, created))
+    creator = mp.Process(target=creator_process,
+                         args=(port, args.rate, args.seconds, args.clients, created))
     creator.start()
     responded, elapsed = created.get(timeout=args.seconds * 10 + 60)
     creator.join()

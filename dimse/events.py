@@ -89,6 +89,11 @@ class EventSender:
         self._thread.start()
         return self
 
+    def pending(self) -> bool:
+        """Whether the outbox holds events for this peer not yet answered Success."""
+        return bool(self.service.pending_events(self.ae_title, after=self._sent, limit=1,
+                                                channel="DIMSE", newest=False))
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()

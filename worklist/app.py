@@ -38,7 +38,7 @@ class Application:
     follower: Any = None
     purger: threading.Thread | None = None
     senders: list[Any] = field(default_factory=list)
-    """N-EVENT-REPORT senders, one per peer AE (dimse.events)."""
+    """The N-EVENT-REPORT sender process (dimse.eventprocess)."""
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start_purger(self) -> None:
@@ -129,10 +129,12 @@ def _start_dimse(app: Application) -> None:
         return
     app.dimse = start_dimse(app.service, app.settings)
     if app.settings.peers:
-        from dimse.events import start_event_senders
-        app.senders = start_event_senders(app.service, app.settings.peers,
-                                          app.settings.ae_title,
-                                          timeout=app.settings.dimse_timeout)
+        # N-EVENT-REPORT senders in a child process reading the same outbox: they do not
+        # compete with the requests for this process's interpreter (dimse.eventprocess)
+        from dimse.eventprocess import SenderProcess
+        app.senders = [SenderProcess(app.settings.database_url, app.settings.peers,
+                                     app.settings.ae_title, timeout=app.settings.dimse_timeout,
+                                     log_level=app.settings.log_level).start()]
     log.info("DIMSE: AE %s listening on %s:%s", app.settings.ae_title, app.settings.http_host,
              app.settings.dimse_port)
 

@@ -25,13 +25,15 @@ from sqlalchemy import func, select
 
 from .schema import events as events_table
 
-__all__ = ["EventHub", "Channel", "QUEUE_LIMIT", "CURSOR_FLUSH_SECONDS"]
+__all__ = ["EventHub", "Channel", "QUEUE_LIMIT", "CURSOR_FLUSH_SECONDS", "DISPATCH_INTERVAL"]
 
 log = logging.getLogger("worklist.delivery")
 QUEUE_LIMIT = 10_000
 """Events held in memory per connected subscriber before it counts as too slow."""
 _BATCH = 1000
 CURSOR_FLUSH_SECONDS = 0.5
+DISPATCH_INTERVAL = 0.02
+"""Seconds between two reads of the outbox while changes keep coming."""
 
 
 class Channel:
@@ -163,15 +165,23 @@ class EventHub:
 
     # -- the thread --------------------------------------------------------------
     def _run(self) -> None:
+        dispatched = 0.0
         while True:
             with self._cond:
                 if not self._dirty and not self._stopping:
                     self._cond.wait(CURSOR_FLUSH_SECONDS if self._cursors
                                     else self.poll_seconds)
+                # Coalescing: at most one dispatch per DISPATCH_INTERVAL, so under load
+                # each socket write carries several events (a write per event and
+                # subscriber is what fan-out costs) for a delay of at most the interval.
                 self._dirty = False
                 if self._stopping:
                     return
+            pause = dispatched + DISPATCH_INTERVAL - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # wake() meanwhile only marks the outbox dirty
             try:
+                dispatched = time.monotonic()
                 self._dispatch()
                 if self._cursors and \
                         time.monotonic() - self._flushed_at >= CURSOR_FLUSH_SECONDS:
