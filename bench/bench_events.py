@@ -9,8 +9,8 @@ The N-EVENT-REPORT senders run in a child process, as ``worklist serve`` runs th
 The subscribers run elsewhere, as they would on other machines: ``--ws`` WebSocket
 subscribers in a second process, ``--dimse`` pynetdicom N-EVENT-REPORT receivers in a
 third; all subscribe globally.  A fourth process runs ``--clients`` threads creating
-workitems (one State Report each) at ``--rate`` per second for ``--seconds``.  For every (subscriber, event) it measures the delay from the HTTP
-response of the change to the event's arrival, and prints, per channel, the events
+workitems (one State Report each) at ``--rate`` per second for ``--seconds``.  For
+every (subscriber, event) it measures the delay from the HTTP response of the change to the event's arrival, and prints, per channel, the events
 expected, received, lost or duplicated, and p50/p95/max of the delay.  Target: nothing
 lost, p95 < 100 ms.
 

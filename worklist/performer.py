@@ -41,6 +41,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from .dicomjson import dataset_to_json_dict, first, tag_key, values
+from .sample import instances_item
 from .upsclient import ClientError, DICOMwebClient, UPSClient
 
 __all__ = ["PerformerError", "Identity", "Claims", "Performer", "InputSeries", "now_dt",
@@ -200,26 +201,8 @@ def output_information(instances: list[tuple[str, str, str, str]], *, root: str,
     by_series: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for study, series, cls, uid in instances:
         by_series.setdefault((study, series), []).append((cls, uid))
-    items = []
-    for (study, series), refs in by_series.items():
-        item = Dataset()
-        item.TypeOfInstances = "DICOM"
-        item.StudyInstanceUID, item.SeriesInstanceUID = study, series
-        seq = []
-        for cls, uid in refs:
-            ref = Dataset()
-            ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = cls, uid
-            seq.append(ref)
-        item.ReferencedSOPSequence = seq
-        if aet:
-            dicom = Dataset()
-            dicom.RetrieveAETitle = aet
-            item.DICOMRetrievalSequence = [dicom]
-        wado = Dataset()
-        wado.RetrieveURL = f"{root}/studies/{study}/series/{series}"
-        item.WADORSRetrievalSequence = [wado]
-        items.append(item)
-    return items
+    return [instances_item(study, series, refs, aet=aet, dicomweb_root=root)
+            for (study, series), refs in by_series.items()]
 
 
 def output_instances(workitem: dict[str, Any]) -> list[tuple[str, str, str, str]]:

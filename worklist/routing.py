@@ -43,7 +43,7 @@ from . import errors
 from .dicomjson import dataset_to_json_dict
 from .labelsets import LabelSet, LabelSetError, load_label_sets, to_processing_parameters
 from .orthanc import OrthancClient, OrthancNotFound
-from .sample import code_item
+from .sample import code_item, instances_item
 from .schema import routed
 from .service import Actor, WorklistService, now_dt
 from .store import Store
@@ -306,26 +306,8 @@ def workitem_uid(study_uid: str, rule: str, reader: str) -> str:
 def input_information(study: StudyInfo, aet: str, dicomweb_url: str) -> list[Dataset]:
     """PS3.3 Table 10-3b Referenced Instances and Access Macro, one item per series, with
     both a DICOM Retrieval item (C-MOVE/C-GET from Orthanc's AE) and a WADO-RS one."""
-    items = []
-    for series in study.series:
-        item = Dataset()
-        item.TypeOfInstances = "DICOM"
-        item.StudyInstanceUID = study.uid
-        item.SeriesInstanceUID = series.uid
-        refs = []
-        for sop_class, sop_uid in series.instances:
-            ref = Dataset()
-            ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = sop_class, sop_uid
-            refs.append(ref)
-        item.ReferencedSOPSequence = refs
-        dicom = Dataset()
-        dicom.RetrieveAETitle = aet
-        item.DICOMRetrievalSequence = [dicom]
-        wado = Dataset()
-        wado.RetrieveURL = f"{dicomweb_url}/studies/{study.uid}/series/{series.uid}"
-        item.WADORSRetrievalSequence = [wado]
-        items.append(item)
-    return items
+    return [instances_item(study.uid, series.uid, series.instances, aet=aet,
+                           dicomweb_root=dicomweb_url) for series in study.series]
 
 
 def output_destination(aet: str, dicomweb_url: str) -> list[Dataset]:

@@ -12,12 +12,38 @@ from pydicom.uid import generate_uid
 from .dicomjson import dataset_to_json_dict
 
 __all__ = ["new_workitem", "sample_workitem", "sample_workitem_json", "code_item", "performer_item",
+           "instances_item",
            "final_state_attributes"]
 
 
 def code_item(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def instances_item(study: str, series: str, refs: list[tuple[str, str]], *,
+                   aet: str | None, dicomweb_root: str) -> Dataset:
+    """A PS3.3 Table 10-3b Referenced Instances and Access Macro item for one series:
+    Type of Instances DICOM, study, series, Referenced SOP Sequence ((SOP Class UID, SOP
+    Instance UID) pairs), a DICOM Retrieval item naming ``aet`` (when given) and a WADO-RS
+    Retrieval item for the series under ``dicomweb_root``."""
+    item = Dataset()
+    item.TypeOfInstances = "DICOM"
+    item.StudyInstanceUID, item.SeriesInstanceUID = study, series
+    seq = []
+    for sop_class, sop_uid in refs:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = sop_class, sop_uid
+        seq.append(ref)
+    item.ReferencedSOPSequence = seq
+    if aet:
+        dicom = Dataset()
+        dicom.RetrieveAETitle = aet
+        item.DICOMRetrievalSequence = [dicom]
+    wado = Dataset()
+    wado.RetrieveURL = f"{dicomweb_root}/studies/{study}/series/{series}"
+    item.WADORSRetrievalSequence = [wado]
     return item
 
 
