@@ -332,6 +332,14 @@ def build_segmentation(source_images: Sequence[Dataset], label_map: np.ndarray,
         minutes = int(offset.total_seconds() // 60)
         sign = "+" if minutes >= 0 else "-"
         seg.TimezoneOffsetFromUTC = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    if creator_name is not None:
+        # PS3.3 C.12.1 SOP Common: a private coding scheme used is declared in the Coding
+        # Scheme Identification Sequence (0008,0110): here the one of the reader's login.
+        scheme = Dataset()
+        scheme.CodingSchemeDesignator = LOGIN_SCHEME
+        scheme.CodingSchemeName = "worklist login names"
+        scheme.CodingSchemeResponsibleOrganization = "worklist project"
+        seg.CodingSchemeIdentificationSequence = [scheme]
     # PS3.3 C.7.3.1 General Series Module: Referenced Performed Procedure Step Sequence
     # (0008,1111) "uniquely identifies the Performed Procedure Step SOP Instance to which
     # the Series is related"; for a UPS the reference is the workitem itself (PS3.4

@@ -20,7 +20,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from seg.masks import sort_images
-from worklist.provenance import LOGIN_SCHEME, UPS_PUSH_SOP_CLASS, ResultItem, ResultRecord
+from worklist.provenance import LOGIN_SCHEMES, UPS_PUSH_SOP_CLASS, ResultItem, ResultRecord
 
 __all__ = ["SegReadError", "read_segmentation", "describe", "SEG_SOP_CLASSES"]
 
@@ -175,7 +175,7 @@ def _content_datetime(ds: Dataset) -> str:
 def _person(ds: Dataset) -> tuple[str, str, str]:
     """(login, name, organization) from Content Creator's Name (0070,0084) and Content
     Creator's Identification Code Sequence (0070,0086).  A login is a Person
-    Identification Code in our scheme (LOGIN_SCHEME); another tool's codes (employee
+    Identification Code in our scheme (LOGIN_SCHEMES); another tool's codes (employee
     numbers, ...) are not taken for a login."""
     name = _text(ds.get("ContentCreatorName"))
     login = organization = ""
@@ -183,7 +183,7 @@ def _person(ds: Dataset) -> tuple[str, str, str]:
     if identification is not None:
         organization = _text(identification.get("InstitutionName"))
         for code in identification.get("PersonIdentificationCodeSequence") or []:
-            if _text(code.get("CodingSchemeDesignator")) == LOGIN_SCHEME:
+            if _text(code.get("CodingSchemeDesignator")) in LOGIN_SCHEMES:
                 login = _text(code.get("CodeValue"))
                 name = name or _text(code.get("CodeMeaning"))
                 break

@@ -41,6 +41,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from .dicomjson import dataset_to_json_dict, first, tag_key, values
+from .provenance import LOGIN_SCHEME
 from .sample import instances_item
 from .upsclient import ClientError, DICOMwebClient, UPSClient
 
@@ -97,7 +98,7 @@ def performer_item(identity: Identity) -> Dataset:
     """An Actual Human Performers Sequence (0040,4035) item: code = login (scheme ``L``,
     meaning = name), as the Scheduled Human Performers items routing writes."""
     item = Dataset()
-    item.HumanPerformerCodeSequence = [_code(identity.login, "L", (identity.name or
+    item.HumanPerformerCodeSequence = [_code(identity.login, LOGIN_SCHEME, (identity.name or
                                                                    identity.login)[:64])]
     item.HumanPerformerName = identity.name or identity.login
     if identity.organization:

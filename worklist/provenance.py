@@ -27,13 +27,18 @@ from dataclasses import dataclass, field
 from pydicom.sr.coding import Code as SRCode
 
 __all__ = ["RoleValues", "ROLE_CODES", "AlgorithmTypeValues", "Person", "Tool", "Algorithm",
-           "Provenance", "ResultItem", "ResultRecord", "LOGIN_SCHEME", "UPS_PUSH_SOP_CLASS",
+           "Provenance", "ResultItem", "ResultRecord", "LOGIN_SCHEME", "LOGIN_SCHEMES",
+           "UPS_PUSH_SOP_CLASS",
            "tool_device_uid"]
 
 UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
-LOGIN_SCHEME = "L"
+LOGIN_SCHEME = "99WLLOGIN"
 """Coding scheme of person codes whose value is a login (as in Human Performer Code
-Sequence items the worklist writes: value = login, scheme ``L``, meaning = name)."""
+Sequence items the worklist writes: value = login, scheme ``99WLLOGIN``, meaning =
+name).  A private scheme (PS3.16 8: private designators begin with "99"): the Standard
+has none for user names."""
+LOGIN_SCHEMES = frozenset({LOGIN_SCHEME, "L"})
+"""What is read as a login: ours, and ``L`` (local), which earlier versions wrote."""
 
 
 class RoleValues(str, enum.Enum):

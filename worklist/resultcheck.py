@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 from . import errors
 from .dicomjson import first, normalize_dt, values
 from .labelsets import LabelSet, LabelSetError, from_workitem
-from .provenance import LOGIN_SCHEME, UPS_PUSH_SOP_CLASS, ResultRecord
+from .provenance import LOGIN_SCHEMES, UPS_PUSH_SOP_CLASS, ResultRecord
 from .resultform import Problem, concept_code, seg_structure, sr_structure, walk, words
 
 __all__ = ["SEGMENTATION_STORAGE", "SEG_STORAGE", "SR_STORAGE", "ResultOutput", "Performer",
@@ -113,7 +113,7 @@ def performers(workitem: Json) -> list[Performer]:
         for item in items:
             code = first(item, "HumanPerformerCodeSequence") or {}
             login = (str(first(code, "CodeValue") or "")
-                     if first(code, "CodingSchemeDesignator") == LOGIN_SCHEME else "")
+                     if first(code, "CodingSchemeDesignator") in LOGIN_SCHEMES else "")
             name = _pn(first(item, "HumanPerformerName")) or str(first(code, "CodeMeaning") or "")
             if login or name:
                 found.append(Performer(login, name))
@@ -340,7 +340,7 @@ def _seg_people(ds: Dataset, record: ResultRecord) -> list[_Person]:
     login = record.person_login
     for ident in ds.get("ContentCreatorIdentificationCodeSequence") or []:
         for code in ident.get("PersonIdentificationCodeSequence") or []:
-            if code.get("CodingSchemeDesignator") == LOGIN_SCHEME and code.get("CodeValue"):
+            if code.get("CodingSchemeDesignator") in LOGIN_SCHEMES and code.get("CodeValue"):
                 login = login or str(code.CodeValue)
     if not (login or name):
         return []

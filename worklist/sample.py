@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from .dicomjson import dataset_to_json_dict
+from .provenance import LOGIN_SCHEME
 
 __all__ = ["new_workitem", "sample_workitem", "sample_workitem_json", "code_item", "performer_item",
            "instances_item",
@@ -49,7 +50,7 @@ def instances_item(study: str, series: str, refs: list[tuple[str, str]], *,
 
 def performer_item(login: str, name: str, organization: str = "Reading Lab") -> Dataset:
     item = Dataset()
-    item.HumanPerformerCodeSequence = [code_item(login, "L", name)]
+    item.HumanPerformerCodeSequence = [code_item(login, LOGIN_SCHEME, name)]
     item.HumanPerformerName = name
     item.HumanPerformerOrganization = organization
     return item
@@ -140,11 +141,12 @@ def final_state_attributes(performer: str = "reader1", name: str = "Reader One",
     """The N-SET content that lets a workitem become COMPLETED (PS3.4 CC.2.5.1.1)."""
     performed = Dataset()
     actual = Dataset()
-    actual.HumanPerformerCodeSequence = [code_item(performer, "L", name)]
+    actual.HumanPerformerCodeSequence = [code_item(performer, LOGIN_SCHEME, name)]
     actual.HumanPerformerName = name
     actual.HumanPerformerOrganization = "Reading Lab"
     performed.ActualHumanPerformersSequence = [actual]
-    performed.PerformedStationNameCodeSequence = [code_item("WS01", "L", "Annotation workstation")]
+    performed.PerformedStationNameCodeSequence = [code_item("WS01", "99WORKLIST",
+                                                                 "Annotation workstation")]
     performed.PerformedProcedureStepStartDateTime = start
     performed.PerformedProcedureStepEndDateTime = end
     performed.PerformedWorkitemCodeSequence = [code_item("SEG", "99WORKLIST", "Segmentation")]

@@ -530,7 +530,7 @@ def test_workitem_code_count_is_exact(readers_service, code, state):
     assert readers_service.search(query, limit=1).remaining == max(total - 1, 0)
 
 
-@pytest.mark.parametrize("scheme", ["L", "99X"])
+@pytest.mark.parametrize("scheme", ["99WLLOGIN", "99X"])
 @pytest.mark.parametrize("state", [None, "SCHEDULED"])
 def test_side_table_count_with_scheme_is_exact(readers_service, scheme, state):
     ident = _reader_query("r0", None, state)

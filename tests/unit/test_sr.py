@@ -28,7 +28,7 @@ from sr.build import (VERDICT_CODES, VerdictValues, build_measurement_report,
 from sr.measure import SegmentStats, measure_segments, slice_thicknesses
 from sr.read import SRReadError, describe
 from worklist.labelsets import Code, parse_label_sets
-from worklist.provenance import (UPS_PUSH_SOP_CLASS, Algorithm, Person, Provenance,
+from worklist.provenance import (LOGIN_SCHEME, UPS_PUSH_SOP_CLASS, Algorithm, Person, Provenance,
                                  RoleValues, Tool)
 
 DCIODVFY = shutil.which("dciodvfy") or ("/usr/bin/dciodvfy"
@@ -372,7 +372,7 @@ def test_accepted_review_is_verified_by_the_reviewer(reader_report, accepted, tm
         ("Roe^Rick", "Uni Clinic")
     assert observer.VerificationDateTime.startswith("20260317140000")
     code = observer.VerifyingObserverIdentificationCodeSequence[0]
-    assert (code.CodeValue, code.CodingSchemeDesignator) == ("rroe", "L")
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("rroe", LOGIN_SCHEME)
     assert "ParticipantSequence" not in ds  # never verifier and attestor at once
     assert record.verifying_observer == "Roe^Rick"
     assert record.predecessors == [reader_report.SOPInstanceUID]
@@ -392,7 +392,7 @@ def test_review_copies_the_groups_and_keeps_the_reader_as_their_observer(reader_
         names = [n.PersonName for n in content_items(group.ContentSequence, ("121008", "DCM"))]
         assert names == ["Doe^Jane"]
     schemes = {i.CodingSchemeDesignator for i in accepted.CodingSchemeIdentificationSequence}
-    assert {"99WORKLIST", "L"} <= schemes
+    assert {"99WORKLIST", LOGIN_SCHEME} <= schemes
 
 
 def test_rejected_review_stays_unverified(reader_report, tmp_path):
