@@ -114,7 +114,8 @@ def ws_subscribers(port: int, names: list[str], arrivals: Arrivals, stop: thread
         connected: list[int] = []
         await asyncio.gather(*(one(n, connected) for n in names))
 
-    asyncio.run(main())
+    from bench.lean_receiver import _run_fast
+    _run_fast(main())
 
 
 def dimse_receiver(name: str, arrivals: Arrivals) -> tuple[Any, int]:
@@ -278,7 +279,8 @@ def main() -> int:
         pct = (lambda q: delays[min(len(delays) - 1, int(q * len(delays)))]) if delays \
             else (lambda q: float("nan"))
         print(f"{channel}: expected {expected * len(names)}, received {len(delays)}, "
-              f"lost {lost}, duplicated {dup}; delay p50 {pct(0.5):.1f} ms, "
+              f"not received {args.drain:g} s after the last change {lost}, "
+              f"duplicated {dup}; delay p50 {pct(0.5):.1f} ms, "
               f"p95 {pct(0.95):.1f} ms, max {pct(1.0):.1f} ms")
     for sender in senders:
         sender.stop()

@@ -16,6 +16,7 @@ import asyncio
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from dimse.eventscu import _command, _item, _parse_command, pdvs
 
@@ -135,5 +136,16 @@ def run(names: list[str], ports: object, out: object, stop: object) -> None:
         for server in servers:
             server.close()
 
-    asyncio.run(main())
+    _run_fast(main())
     out.put(seen)  # type: ignore[attr-defined]
+
+
+def _run_fast(coro: Any) -> None:
+    """uvloop when installed (the subscribers share the machine with the server)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)

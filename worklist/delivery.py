@@ -32,7 +32,7 @@ QUEUE_LIMIT = 10_000
 """Events held in memory per connected subscriber before it counts as too slow."""
 _BATCH = 1000
 CURSOR_FLUSH_SECONDS = 0.5
-DISPATCH_INTERVAL = 0.02
+DISPATCH_INTERVAL = 0.05
 """Seconds between two reads of the outbox while changes keep coming."""
 
 

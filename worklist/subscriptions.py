@@ -140,22 +140,24 @@ def recipients(conn: Connection, uid: str,
             loaded.append(load())
         return loaded[0]
 
-    opted_out = {r.ae_title for r in rows if r.kind == Kind.WORKITEM.value and r.unsubscribed}
-    for r in rows:
-        if r.ae_title in opted_out or r.ae_title in chosen:
+    workitem_kind, filtered_kind = Kind.WORKITEM.value, Kind.FILTERED.value
+    opted_out = {r[0] for r in rows if r[1] == workitem_kind and r[5]}
+    # plain tuples, unpacked: this loop runs for every subscriber on every change
+    for ae, kind, filter_text, suspended, covers_up_to, _unsubscribed in rows:
+        if ae in opted_out or ae in chosen:
             continue
-        if r.kind == Kind.WORKITEM.value:
-            chosen[r.ae_title] = None
+        if kind == workitem_kind:
+            chosen[ae] = None
             continue
-        if r.suspended:
+        if suspended:
             workitem_id = workitem()[0]
-            if workitem_id is None or r.covers_up_to is None or workitem_id > r.covers_up_to:
+            if workitem_id is None or covers_up_to is None or workitem_id > covers_up_to:
                 continue
-        if r.kind == Kind.FILTERED.value:
+        if kind == filtered_kind:
             dataset = workitem()[1]
-            if dataset is None or not _filter_query(r.filter).matches(dataset):
+            if dataset is None or not _filter_query(filter_text).matches(dataset):
                 continue
-        chosen[r.ae_title] = None
+        chosen[ae] = None
     return sorted(chosen)
 
 
