@@ -175,3 +175,30 @@ orthanc_timeout = 5
 {rules}
 """)
     return path
+
+
+def report_outputs(base_url: str, uid: str, tx: str, outputs: list[Dataset], *,
+                   performer: str | None = None, name: str | None = None,
+                   series_uid: str | None = None) -> None:
+    """UPS-RS Update (PS3.18 11.6) with the final-state attributes and one Output
+    Information Sequence item (PS3.3 Table 10-3b) per output instance; ``series_uid``
+    overrides the series the items name (to test a wrong reference)."""
+    from worklist.dicomjson import dataset_to_json_dict
+    from worklist.sample import final_state_attributes
+
+    changes = (final_state_attributes(performer=performer, name=name) if performer
+               else final_state_attributes())
+    items = []
+    for ds in outputs:
+        item, ref = Dataset(), Dataset()
+        item.TypeOfInstances = "DICOM"
+        item.StudyInstanceUID = ds.StudyInstanceUID
+        item.SeriesInstanceUID = series_uid or ds.SeriesInstanceUID
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        item.ReferencedSOPSequence = [ref]
+        items.append(item)
+    changes.UnifiedProcedureStepPerformedProcedureSequence[0].OutputInformationSequence = items
+    r = httpx.post(f"{base_url}/workitems/{uid}", params={"transaction-uid": tx},
+                   json=dataset_to_json_dict(changes),
+                   headers={"Content-Type": "application/dicom+json"})
+    assert r.status_code == 200, r.text

@@ -24,10 +24,9 @@ from pydicom.uid import generate_uid
 from tests.conftest import Server, start_server
 from tests.integration.orthanc_fixture import (  # noqa: F401 - the fixture
     PERFORMER_AET, OrthancForTests, c_store, ct_series, nodelay, orthanc, start_test_orthanc, stow,
-    wait_for, worklist_config,
+    report_outputs, wait_for, worklist_config,
 )
-from worklist.dicomjson import dataset_to_json_dict, first
-from worklist.sample import final_state_attributes
+from worklist.dicomjson import first
 
 pytestmark = pytest.mark.slow
 DICOM_JSON = {"Content-Type": "application/dicom+json"}
@@ -52,21 +51,7 @@ def _claim(server: Server, uid: str) -> str:
 
 
 def _report_outputs(server: Server, uid: str, tx: str, outputs: list[Dataset]) -> None:
-    """N-SET the final-state attributes with an Output Information Sequence item
-    (PS3.3 Table 10-3b) per output instance."""
-    performed = final_state_attributes()
-    items = []
-    for ds in outputs:
-        item, ref = Dataset(), Dataset()
-        item.TypeOfInstances = "DICOM"
-        item.StudyInstanceUID, item.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
-        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        item.ReferencedSOPSequence = [ref]
-        items.append(item)
-    performed.UnifiedProcedureStepPerformedProcedureSequence[0].OutputInformationSequence = items
-    r = httpx.post(f"{server.base_url}/workitems/{uid}", params={"transaction-uid": tx},
-                   json=dataset_to_json_dict(performed), headers=DICOM_JSON)
-    assert r.status_code == 200, r.text
+    report_outputs(server.base_url, uid, tx, outputs)
 
 
 def _complete(server: Server, uid: str, tx: str) -> httpx.Response:

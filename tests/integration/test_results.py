@@ -30,13 +30,13 @@ from sr.build import build_measurement_report, build_review_report
 from sr.measure import measure_segments
 from tests.conftest import Server, start_server
 from tests.integration.orthanc_fixture import (  # noqa: F401 - the fixture
-    OrthancForTests, orthanc, start_test_orthanc, stow, wait_for, worklist_config,
+    OrthancForTests, orthanc, report_outputs, start_test_orthanc, stow, wait_for,
+    worklist_config,
 )
 from tests.integration.upsrs_helpers import DATABASES, database_for
 from worklist.dicomjson import dataset_to_json_dict, first
 from worklist.labelsets import load_label_sets
 from worklist.provenance import Person, Provenance
-from worklist.sample import final_state_attributes
 
 pytestmark = pytest.mark.slow
 DICOM_JSON = {"Content-Type": "application/dicom+json"}
@@ -101,22 +101,9 @@ def _claim(server: Server, uid: str) -> str:
 
 def _link(server: Server, uid: str, tx: str, outputs: list[Dataset], performer: Person,
           series_uid: str | None = None) -> None:
-    """UPS-RS update: the Actual Human Performer and an Output Information item (PS3.3
-    Table 10-3b) per output."""
-    changes = final_state_attributes(performer=performer.login, name=performer.name)
-    items = []
-    for ds in outputs:
-        item, ref = Dataset(), Dataset()
-        item.TypeOfInstances = "DICOM"
-        item.StudyInstanceUID = ds.StudyInstanceUID
-        item.SeriesInstanceUID = series_uid or ds.SeriesInstanceUID
-        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        item.ReferencedSOPSequence = [ref]
-        items.append(item)
-    changes.UnifiedProcedureStepPerformedProcedureSequence[0].OutputInformationSequence = items
-    r = httpx.post(f"{server.base_url}/workitems/{uid}", params={"transaction-uid": tx},
-                   json=dataset_to_json_dict(changes), headers=DICOM_JSON)
-    assert r.status_code == 200, r.text
+    """The Actual Human Performer and an Output Information item per output."""
+    report_outputs(server.base_url, uid, tx, outputs, performer=performer.login,
+                   name=performer.name, series_uid=series_uid)
 
 
 def _complete(server: Server, uid: str, tx: str) -> httpx.Response:
