@@ -430,7 +430,8 @@ class Performer:
 
     def finish(self, uid: str, tx: str, workitem: dict[str, Any],
                instances: list[tuple[str, str, str, str]], *, complete: bool,
-               comment: str | None = None, stored_note: str = "") -> None:
+               comment: str | None = None, stored_note: str = "",
+               parameters: list[Dataset] | None = None) -> None:
         """Link ``instances`` (already in the image store) as the task's outputs, and
         with ``complete`` change the state to COMPLETED; on a refused completion revert
         the Update so the workitem is as it was."""
@@ -452,6 +453,8 @@ class Performer:
                 [scheduled[0]] if scheduled else [_code("110001", "DCM", "Image Processing")])
             performed.PerformedStationNameCodeSequence = [_code(*TOOL_CODE)]
             performed.PerformedProcedureStepEndDateTime = now_dt()
+            if parameters:  # how it was done: tool version, AI input, session
+                performed.PerformedProcessingParametersSequence = parameters
         self._update(uid, tx, {_PERFORMED: [performed]},
                      step=f"linking the outputs to the task{stored_note}")
         if not complete:

@@ -238,7 +238,8 @@ def submit(s: Performer, args: argparse.Namespace) -> int:
             return 2
         else:
             results = _segmentation(s, args, workitem, identity, timer)
-        _store_and_complete(s, uid, tx, workitem, results, args.comment, timer)
+        _store_and_complete(s, uid, tx, workitem, results, args.comment, timer,
+                            _processing_parameters(args))
     finally:
         timer.report()
     print(f"completed {uid}: " + ", ".join(f"{kind} {ds.SOPInstanceUID}"
@@ -383,9 +384,33 @@ def _reviewed_report(s: Performer, workitem: dict[str, Any], wanted: str | None)
 
 
 # -- storing ----------------------------------------------------------------------------------
+def _processing_parameters(args: argparse.Namespace) -> list[Dataset]:
+    """Performed Processing Parameters Sequence (0074,1212) items (PS3.4 Table CC.2.5-3;
+    Content Item Macro, PS3.3 Table 10-2): the tool and its version, the algorithm whose
+    pre-segmentation the reader edited, the reading session.  The Standard has no
+    concept codes for these: our private scheme 99WORKLIST."""
+    def text(code: str, meaning: str, value: str) -> Dataset:
+        item = Dataset()
+        item.ValueType = "TEXT"
+        concept = Dataset()
+        concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning = (
+            code, "99WORKLIST", meaning)
+        item.ConceptNameCodeSequence = [concept]
+        item.TextValue = value
+        return item
+
+    items = [text("TOOL", "Annotation tool",
+                  f"{TOOL.manufacturer} {TOOL.model_name} {TOOL.software_version}")]
+    if getattr(args, "ai_input", None):
+        items.append(text("AIINPUT", "Algorithm pre-segmentation edited", args.ai_input))
+    if getattr(args, "session", None):
+        items.append(text("SESSION", "Reading session", args.session))
+    return items
+
+
 def _store_and_complete(s: Performer, uid: str, tx: str, workitem: dict[str, Any],
                         results: list[tuple[str, Dataset, bytes]], comment: str | None,
-                        timer: Timer) -> None:
+                        timer: Timer, parameters: list[Dataset] | None = None) -> None:
     url = stow_url(workitem)
     with timer("pre-flight update"):
         progress = Dataset()
@@ -412,4 +437,4 @@ def _store_and_complete(s: Performer, uid: str, tx: str, workitem: dict[str, Any
          str(ds.SOPInstanceUID)) for _, ds, _ in results]
     with timer("update and complete"):
         s.finish(uid, tx, workitem, instances, complete=True, comment=comment,
-                 stored_note=note)
+                 stored_note=note, parameters=parameters)

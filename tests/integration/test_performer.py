@@ -282,6 +282,12 @@ def test_bad_masks_are_refused_and_nothing_is_stored(env: Env, tmp_path: Path) -
     series = {u: s for u, s in _series_of(env, study).items()}
     seg = env.retrieve(study, series[seg_uid], seg_uid)
     assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"SEMIAUTOMATIC"}
+    # the workitem itself says how it was done (Performed Processing Parameters)
+    performed = env.workitem(uid)["00741216"]["Value"][0]
+    params = {item["0040A043"]["Value"][0]["00080100"]["Value"][0]: item["0040A160"]["Value"][0]
+              for item in performed["00741212"]["Value"]}
+    assert params["AIINPUT"] == "TotalSegmentator:2.4"
+    assert params["TOOL"].startswith("worklist")
 
 
 def _series_of(env: Env, study: str) -> dict[str, str]:
