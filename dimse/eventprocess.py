@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from typing import Any
@@ -30,9 +31,14 @@ _RESTART_PAUSE = 2.0
 
 
 def run_senders(database_url: str, peers: dict[str, str], calling_ae: str, timeout: float,
-                stop: Any, log_level: str = "INFO", poll: float = _POLL,
-                drain: float = 3.0) -> None:
-    """Process entry point: deliver the peers' events until ``stop`` is set."""
+                log_level: str = "INFO", poll: float = _POLL, drain: float = 3.0) -> None:
+    """Process entry point: deliver the peers' events until SIGTERM (or SIGINT).
+
+    A signal, not a shared multiprocessing.Event: a child killed while waiting on such
+    an Event leaves it unusable, and the parent's set() would then block forever."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from worklist.service import WorklistService
@@ -65,7 +71,6 @@ class SenderProcess:
         self._args = (database_url, dict(peers), calling_ae, timeout)
         self._log_level = log_level
         self._mp = multiprocessing.get_context("spawn")
-        self._stop = self._mp.Event()
         self._process: Any = None
         self._stopping = threading.Event()
         self._watch = threading.Thread(target=self._supervise, name="event-senders",
@@ -78,7 +83,7 @@ class SenderProcess:
 
     def _spawn(self) -> None:
         self._process = self._mp.Process(
-            target=run_senders, args=(*self._args, self._stop, self._log_level),
+            target=run_senders, args=(*self._args, self._log_level),
             name="worklist-event-senders", daemon=True)
         self._process.start()
 
@@ -93,9 +98,12 @@ class SenderProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         self._stopping.set()
-        self._stop.set()
-        if self._process is not None:
-            self._process.join(timeout)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(5)
+        if self._watch.is_alive():
+            self._watch.join(5)
+        process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()  # SIGTERM: the child drains, writes its cursors, exits
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(5)

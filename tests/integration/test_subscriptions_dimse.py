@@ -238,3 +238,35 @@ def test_worklist_serve_with_a_peer_delivers_and_announces(tmp_path: Path) -> No
     finally:
         assert srv.stop() == 0, srv.log()
         receiver.stop()
+
+
+def test_the_sender_process_is_restarted_and_resumes_from_its_cursor(tmp_path: Path) -> None:
+    """dimse.eventprocess: the N-EVENT-REPORT senders' child process, killed, is started
+    again by the server's supervisor and goes on from the persisted cursor."""
+    import os
+    import signal
+
+    from dimse.eventprocess import SenderProcess
+    from tests.conftest import free_port
+    from tests.integration.upsrs_helpers import create as upsrs_create
+
+    port = free_port()
+    receiver = Receiver("EVPROC", port)
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    srv = serve(db, known_ae=lambda ae: ae == "EVPROC")
+    senders = SenderProcess(db, {"EVPROC": f"127.0.0.1:{port}"}, "WORKLIST", timeout=5).start()
+    try:
+        with srv.client() as c:
+            assert c.post(f"/workitems/{GLOBAL}/subscribers/EVPROC").status_code == 201
+            first = upsrs_create(c)
+            assert [(t, u) for t, u, _ in receiver.wait_for(1)] == [(1, first)]
+            os.kill(senders._process.pid, signal.SIGKILL)  # the child dies
+            second = upsrs_create(c)  # written to the outbox meanwhile
+            got = receiver.wait_for(2, timeout=20)  # the supervisor restarts it
+            # at least once: the first may come again if its cursor was not yet written
+            assert [u for _, u, _ in got][-1] == second
+            assert {u for _, u, _ in got} == {first, second}
+    finally:
+        senders.stop()
+        srv.stop()
+        receiver.stop()
