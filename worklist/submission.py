@@ -329,7 +329,7 @@ def _label_set(workitem: dict[str, Any], named: str | None) -> Any:
 def _review(s: Performer, args: argparse.Namespace, workitem: dict[str, Any],
             identity: Identity, timer: Timer) -> list[tuple[str, Dataset, bytes]]:
     """A review task: the verdict on a reader's SR, as a new SR (annotation-model §4, 8)."""
-    from sr.build import build_review_report
+    from sr.review import build_review_report
 
     from .provenance import Provenance
 

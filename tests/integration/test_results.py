@@ -26,7 +26,8 @@ from pydicom.uid import generate_uid
 
 from seg.build import build_segmentation
 from seg.synthetic import ct_volume, sphere_labels
-from sr.build import build_measurement_report, build_review_report
+from sr.build import build_measurement_report
+from sr.review import build_review_report
 from sr.measure import measure_segments
 from tests.conftest import Server, start_server
 from tests.integration.orthanc_fixture import (  # noqa: F401 - the fixture

@@ -22,7 +22,8 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from seg.build import build_segmentation
 from seg.synthetic import ct_volume, sphere_labels
-from sr.build import REVIEW_VERDICT, build_measurement_report, build_review_report
+from sr.build import REVIEW_VERDICT, build_measurement_report
+from sr.review import build_review_report
 from sr.measure import measure_segments
 from worklist import errors
 from worklist.labelsets import LabelSet, load_label_sets, to_processing_parameters

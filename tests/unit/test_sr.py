@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from seg.synthetic import ct_volume, sphere_labels
-from sr.build import (VERDICT_CODES, VerdictValues, build_measurement_report,
-                      build_review_report)
+from sr.build import VERDICT_CODES, VerdictValues, build_measurement_report
+from sr.review import build_review_report
 from sr.measure import SegmentStats, measure_segments, slice_thicknesses
 from sr.read import SRReadError, describe
 from worklist.labelsets import Code, parse_label_sets
