@@ -21,7 +21,12 @@ Files ``load_mask`` reads:
   values are all integral;
 * ``.npz`` — either one array named ``labels`` (a label map as above), or one boolean
   array per label *name* of the set (``np.savez(path, Liver=..., Spleen=...)``), which
-  must not overlap.
+  must not overlap;
+* ``.nii`` / ``.nii.gz`` (NIfTI-1/2, read with nibabel) — a label map in any voxel axis
+  order and direction: its affine (RAS) is matched against the source series (LPS) to
+  find which NIfTI axis is the slice, row and column axis and which run backwards, and
+  the map is reordered to the convention above; a NIfTI whose grid is not the series'
+  (other orientation, spacing or origin beyond half a voxel) is refused, never resampled.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pydicom.dataset import Dataset
 
 from worklist.labelsets import LabelSet
 
-__all__ = ["MaskError", "load_mask", "check_labels", "check_geometry", "sort_images",
+__all__ = ["MaskError", "load_mask", "is_nifti", "check_labels", "check_geometry", "sort_images",
            "slice_positions", "element_value"]
 
 
@@ -157,14 +162,27 @@ def _load_npz(path: Path, label_set: LabelSet) -> np.ndarray:
     return label_map
 
 
-def load_mask(path: str | Path, label_set: LabelSet) -> np.ndarray:
+def is_nifti(path: str | Path) -> bool:
+    name = Path(path).name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def load_mask(path: str | Path, label_set: LabelSet,
+              source_images: Sequence[Dataset] | None = None) -> np.ndarray:
     """The label map ``(frames, rows, columns)`` (uint8, or uint16 beyond 255 labels) of
-    a ``.npy`` or ``.npz`` file; :class:`MaskError` names what is wrong."""
+    a ``.npy``, ``.npz`` or NIfTI file; :class:`MaskError` names what is wrong.  A NIfTI
+    file needs ``source_images`` (sorted or not) to be oriented."""
     path = Path(path)
+    if is_nifti(path):
+        if not source_images:
+            raise MaskError(f"mask file {path}: a NIfTI mask needs its source series to "
+                            "be oriented")
+        return check_labels(_load_nifti(path, sort_images(source_images)), label_set,
+                            what=f"mask file {path}")
     if path.suffix == ".npz":
         return _load_npz(path, label_set)
     if path.suffix != ".npy":
-        raise MaskError(f"mask file {path}: expected a .npy or .npz file")
+        raise MaskError(f"mask file {path}: expected a .npy, .npz, .nii or .nii.gz file")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
@@ -172,6 +190,68 @@ def load_mask(path: str | Path, label_set: LabelSet) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise MaskError(f"cannot read mask file {path}: not a .npy array")
     return check_labels(array, label_set, what=f"mask file {path}")
+
+
+def _load_nifti(path: Path, images: list[Dataset]) -> np.ndarray:
+    """The NIfTI label map reordered to (frames, rows, columns) of the sorted ``images``."""
+    try:
+        import nibabel
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise MaskError(f"mask file {path}: reading NIfTI needs nibabel") from None
+    try:
+        img = nibabel.load(str(path))
+        data = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as exc:  # nibabel raises many kinds for a damaged file
+        raise MaskError(f"cannot read mask file {path}: {exc}") from None
+    data = np.squeeze(data)
+    if data.ndim != 3:
+        raise MaskError(f"mask file {path}: a NIfTI label map must be 3-D, not "
+                        f"{data.ndim}-D {data.shape}")
+    # The series' voxel grid in LPS (PS3.3 C.7.6.2.1.1): column index along the row
+    # direction cosines, row index along the column direction cosines, frame index along
+    # the slice normal (the sort order).
+    first = images[0]
+    iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
+    row_spacing, column_spacing = (float(v) for v in first.PixelSpacing)
+    positions = slice_positions(images)
+    step = float(np.median(np.diff(positions))) if len(images) > 1 else float(
+        first.get("SliceThickness") or 1.0)
+    normal = np.cross(iop[:3], iop[3:])
+    dicom_axes = [normal * step, iop[3:] * row_spacing, iop[:3] * column_spacing]
+    # NIfTI's affine maps voxel indices to RAS; LPS = diag(-1, -1, 1) RAS.
+    nifti_axes = (np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]).T  # one row per NIfTI axis
+    order, flips = [], []
+    for d, want in enumerate(dicom_axes):
+        cosines = [float(np.dot(v, want) / (np.linalg.norm(v) * np.linalg.norm(want)))
+                   for v in nifti_axes]
+        axis = int(np.argmax(np.abs(cosines)))
+        if abs(cosines[axis]) < 0.99 or axis in order:
+            raise MaskError(f"mask file {path}: its voxel axes are not the source series' "
+                            "(another orientation): resample it onto the series first")
+        if not np.isclose(np.linalg.norm(nifti_axes[axis]), np.linalg.norm(want), rtol=0.01):
+            names = ("slice spacing", "row spacing", "column spacing")
+            raise MaskError(f"mask file {path}: {names[d]} "
+                            f"{np.linalg.norm(nifti_axes[axis]):.3f} mm differs from the "
+                            f"source series' {np.linalg.norm(want):.3f} mm")
+        order.append(axis)
+        flips.append(cosines[axis] < 0)
+    data = np.transpose(data, order)
+    for d, flip in enumerate(flips):
+        if flip:
+            data = np.flip(data, axis=d)
+    # where the reordered map's first voxel lies, against the first image's
+    corner = [data.shape[d] - 1 if flips[d] else 0 for d in range(3)]
+    index = np.zeros(3)
+    for d, axis in enumerate(order):
+        index[axis] = corner[d]
+    origin = np.diag([-1.0, -1.0, 1.0]) @ (affine[:3, :3] @ index + affine[:3, 3])
+    expected = np.asarray([float(v) for v in images[0].ImagePositionPatient])
+    offset = float(np.linalg.norm(origin - expected))
+    if offset > 0.5 * min(row_spacing, column_spacing, abs(step)):
+        raise MaskError(f"mask file {path}: its first voxel lies {offset:.1f} mm from the "
+                        "source series' first one: not the same grid")
+    return np.ascontiguousarray(data)
 
 
 # -- the source series -------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-__all__ = ["ct_volume", "sphere_labels", "sphere_centres"]
+__all__ = ["ct_volume", "sphere_labels", "sphere_centres", "nifti_affine"]
 
 
 def sphere_centres(n: int, shape: tuple[int, int, int]) -> list[tuple[float, float, float, float]]:
@@ -93,3 +93,17 @@ def ct_volume(rows: int = 64, columns: int = 64, frames: int = 16, *,
         ds.PixelData = hu.tobytes()
         slices.append(ds)
     return slices
+
+
+def nifti_affine(images: list[Dataset]) -> np.ndarray:
+    """The RAS affine of a NIfTI whose voxel (i, j, k) is (column, row, frame) of the
+    series ``images`` sorted along the slice normal, as dcm2niix-style converters write
+    it (NIfTI is RAS, DICOM LPS: the first two rows change sign)."""
+    first = images[0]
+    iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
+    dr, dc = (float(v) for v in first.PixelSpacing)
+    p0 = np.asarray([float(v) for v in first.ImagePositionPatient])
+    p1 = np.asarray([float(v) for v in images[1].ImagePositionPatient])
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = iop[:3] * dc, iop[3:] * dr, p1 - p0, p0
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps

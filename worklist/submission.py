@@ -250,7 +250,7 @@ def submit(s: Performer, args: argparse.Namespace) -> int:
 def _segmentation(s: Performer, args: argparse.Namespace, workitem: dict[str, Any],
                   identity: Identity, timer: Timer) -> list[tuple[str, Dataset, bytes]]:
     from seg.build import build_segmentation, present_labels
-    from seg.masks import MaskError, check_geometry, load_mask, sort_images
+    from seg.masks import MaskError, check_geometry, is_nifti, load_mask, sort_images
     from sr.build import build_measurement_report
     from sr.measure import measure_segments
 
@@ -266,8 +266,10 @@ def _segmentation(s: Performer, args: argparse.Namespace, workitem: dict[str, An
             raise PerformerError(f"--ai-input {args.ai_input!r}: expected ALGO:VERSION")
         algorithm = Algorithm(name, version)
     try:
-        with timer("load mask"):
-            mask = load_mask(args.mask, label_set)
+        nifti = is_nifti(args.mask)  # oriented against the series: read after it
+        if not nifti:
+            with timer("load mask"):
+                mask = load_mask(args.mask, label_set)
         with timer("source series " + ("(files)" if args.inputs else "(WADO-RS)")):
             images = _load_images(s, series, args.inputs)
         with timer("check geometry"):
@@ -275,6 +277,8 @@ def _segmentation(s: Performer, args: argparse.Namespace, workitem: dict[str, An
                 images = sort_images(images)
             except ValueError as exc:
                 raise PerformerError(f"source series {series.series_uid}: {exc}") from None
+            if nifti:
+                mask = load_mask(args.mask, label_set, images)
             check_geometry(mask, images, what=f"mask file {args.mask}")
             labels, _ = present_labels(mask)
     except MaskError as exc:

@@ -295,6 +295,35 @@ def _series_of(env: Env, study: str) -> dict[str, str]:
     return {first(ds, "SOPInstanceUID"): first(ds, "SeriesInstanceUID") for ds in r.json()}
 
 
+def test_a_nifti_mask_is_oriented_against_the_series_and_submitted(
+        env: Env, tmp_path: Path) -> None:
+    """A NIfTI label map (as nnU-Net or TotalSegmentator write it: column, row, slice
+    axes in RAS) goes through submit like a .npy: reordered onto the series."""
+    import nibabel
+
+    from seg.masks import sort_images
+    from seg.synthetic import nifti_affine
+
+    uid, images = env.new_task("PERF-NIFTI")
+    assert env.cli("claim", uid).returncode == 0
+    label_map = sphere_labels(SHAPE, 2)
+    ordered = sort_images(images)
+    path = tmp_path / "mask.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(label_map.transpose(2, 1, 0).copy(),
+                                     nifti_affine(ordered)), str(path))
+    done = env.cli("submit", uid, "--mask", str(path))
+    assert done.returncode == 0, done.stderr
+    assert env.state(uid) == "COMPLETED"
+    study = images[0].StudyInstanceUID
+    seg_uid = next(u for u in _outputs(env.workitem(uid))
+                   if env.study_instances(study)[u] == "SEG")
+    seg = env.retrieve(study, _series_of(env, study)[seg_uid], seg_uid)
+    from seg.read import read_segmentation
+    masks = read_segmentation(seg, ordered)
+    assert np.array_equal(masks["Liver"], label_map == 1)
+    assert np.array_equal(masks["Liver lesion"], label_map == 2)
+
+
 def test_source_series_missing_from_orthanc_is_named(env: Env, tmp_path: Path) -> None:
     uid, images = env.new_task("PERF-GONE")
     assert env.cli("claim", uid).returncode == 0

@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 
 from seg import (CONTENT_LABEL, MaskError, SegReadError, build_segmentation, check_geometry,
                  describe, load_mask, read_segmentation, sort_images)
-from seg.synthetic import ct_volume
+from seg.synthetic import ct_volume, nifti_affine, sphere_labels
 from worklist.labelsets import load_label_sets
 from worklist.provenance import (LOGIN_SCHEME, UPS_PUSH_SOP_CLASS, Algorithm, Person,
                                  Provenance, Tool)
@@ -444,3 +444,57 @@ def test_load_mask_refusals(tmp_path: Path, write, message: str) -> None:
     (path,) = tmp_path.iterdir()
     with pytest.raises(MaskError, match=message):
         load_mask(path, ORGANS)
+
+
+# -- NIfTI masks: oriented against the source series -----------------------------------------
+@pytest.fixture
+def nifti_case(tmp_path):
+    images = ct_volume(24, 20, 6)
+    label_map = sphere_labels((6, 24, 20), 2)
+    label_map[0, 0, 0] = 1  # a marker that shows any wrong flip or transposition
+    shuffled = list(images)
+    random.Random(3).shuffle(shuffled)
+    return tmp_path, images, shuffled, label_map
+
+
+def _save_nifti(path, data, affine):
+    import nibabel
+
+    nibabel.save(nibabel.Nifti1Image(data, affine), str(path))
+
+
+def test_nifti_mask_in_column_row_frame_order_is_reordered(nifti_case) -> None:
+    tmp, images, shuffled, label_map = nifti_case
+    _save_nifti(tmp / "m.nii.gz", label_map.transpose(2, 1, 0).copy(), nifti_affine(images))
+    got = load_mask(tmp / "m.nii.gz", ORGANS, shuffled)
+    assert got.shape == label_map.shape and np.array_equal(got, label_map)
+
+
+def test_nifti_mask_flipped_and_permuted_is_reordered(nifti_case) -> None:
+    tmp, images, shuffled, label_map = nifti_case
+    affine = nifti_affine(images)
+    data = label_map.transpose(2, 1, 0)[::-1]  # columns run backwards
+    flipped = affine.copy()
+    flipped[:3, 3] = affine[:3, 3] + (data.shape[0] - 1) * affine[:3, 0]
+    flipped[:3, 0] = -affine[:3, 0]
+    # and stored as (frame, column, row)
+    _save_nifti(tmp / "p.nii", data.transpose(2, 0, 1).copy(),
+                flipped[:, [2, 0, 1, 3]])
+    assert np.array_equal(load_mask(tmp / "p.nii", ORGANS, shuffled), label_map)
+
+
+def test_nifti_mask_on_another_grid_is_refused(nifti_case) -> None:
+    tmp, images, shuffled, label_map = nifti_case
+    data = label_map.transpose(2, 1, 0).copy()
+    coarse = nifti_affine(images) @ np.diag([2.0, 1.0, 1.0, 1.0])
+    _save_nifti(tmp / "c.nii.gz", data, coarse)
+    with pytest.raises(MaskError, match="column spacing 1.400 mm differs from the source "
+                                        "series' 0.700 mm"):
+        load_mask(tmp / "c.nii.gz", ORGANS, shuffled)
+    moved = nifti_affine(images)
+    moved[:3, 3] += [0, 0, 10]
+    _save_nifti(tmp / "o.nii.gz", data, moved)
+    with pytest.raises(MaskError, match="first voxel lies 10.0 mm from"):
+        load_mask(tmp / "o.nii.gz", ORGANS, shuffled)
+    with pytest.raises(MaskError, match="needs its source series"):
+        load_mask(tmp / "o.nii.gz", ORGANS)
