@@ -245,6 +245,7 @@ def test_the_sender_process_is_restarted_and_resumes_from_its_cursor(tmp_path: P
     again by the server's supervisor and goes on from the persisted cursor."""
     import os
     import signal
+    import time
 
     from dimse.eventprocess import SenderProcess
     from tests.conftest import free_port
@@ -262,10 +263,18 @@ def test_the_sender_process_is_restarted_and_resumes_from_its_cursor(tmp_path: P
             assert [(t, u) for t, u, _ in receiver.wait_for(1)] == [(1, first)]
             os.kill(senders._process.pid, signal.SIGKILL)  # the child dies
             second = upsrs_create(c)  # written to the outbox meanwhile
-            got = receiver.wait_for(2, timeout=20)  # the supervisor restarts it
-            # at least once: the first may come again if its cursor was not yet written
-            assert [u for _, u, _ in got][-1] == second
-            assert {u for _, u, _ in got} == {first, second}
+            # the supervisor restarts it; at least once: the first may come again (its
+            # cursor may not have been written before the kill), then the second
+            def received() -> list[str]:
+                with receiver.lock:
+                    return [u for _, u, _ in receiver.events]
+
+            deadline = time.monotonic() + 20
+            while second not in received():
+                assert time.monotonic() < deadline, "no event after the restart"
+                time.sleep(0.1)
+            uids = received()
+            assert uids[-1] == second and set(uids[:-1]) == {first}
     finally:
         senders.stop()
         srv.stop()
