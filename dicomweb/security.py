@@ -9,6 +9,7 @@ server's ``users`` table; without one it gets 401 and nothing else.
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import ipaddress
 
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 __all__ = ["AuthMiddleware", "is_loopback"]
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every request; clients are few
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False
