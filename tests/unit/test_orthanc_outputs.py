@@ -3,8 +3,6 @@ and the routing rules' parsing and matching (no Orthanc: see tests/integration f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
@@ -16,21 +14,8 @@ from worklist.routing import RoutingError, parse_rules
 from worklist.sample import final_state_attributes, sample_workitem
 from worklist.service import Actor, WorklistService
 from worklist.status import Status
-from worklist.store import open_store
 
 ACTOR = Actor.internal("test")
-
-
-@pytest.fixture
-def images() -> FakeImageStore:
-    return FakeImageStore()
-
-
-@pytest.fixture
-def service(tmp_path: Path, images: FakeImageStore) -> Iterator[WorklistService]:
-    store = open_store(f"sqlite:///{tmp_path / 'wl.db'}")
-    yield WorklistService(store, image_store=images)
-    store.engine.dispose()
 
 
 def _in_progress_with_outputs(service: WorklistService, outputs: list[str]) -> tuple[str, str]:

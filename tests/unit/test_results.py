@@ -11,7 +11,6 @@ import io
 import json
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,18 +60,6 @@ def ct() -> list[Dataset]:
 @pytest.fixture(scope="module")
 def label_map() -> np.ndarray:
     return sphere_labels((6, 32, 32), 2)
-
-
-@pytest.fixture
-def images() -> FakeImageStore:
-    return FakeImageStore()
-
-
-@pytest.fixture
-def service(tmp_path: Path, images: FakeImageStore) -> Iterator[WorklistService]:
-    store = open_store(f"sqlite:///{tmp_path / 'wl.db'}")
-    yield WorklistService(store, image_store=images)
-    store.engine.dispose()
 
 
 def _inputs(series: list[Dataset]) -> list[Dataset]:
